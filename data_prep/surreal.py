@@ -1,0 +1,183 @@
+r"""SURREAL clips -> sharded TFRecords plus a manifest.
+
+    python -m data_prep.surreal --input_dir=ROOT --output_dir=OUT [--splits=train,val,test] [--frame_stride=K]
+        [--num_workers=P] [--clips_per_shard=N] [--task_index=I --num_tasks=M]
+
+ROOT holds `cmu/`. Each split's clips (sorted) are dealt round-robin into shards `OUT/<split>-%05d-of-%05d.tfrecord`,
+so every shard mixes sequences. A shard is written under a temporary name and renamed when complete, with a small
+`OUT/parts/<shard>.json` recording its clips; a restarted run skips shards that are done, and `--task_index` /
+`--num_tasks` split the shards across the machines of a job array. `OUT/manifest.json` merges every finished shard's
+record: per split the clips converted, frames written and skipped, and the clips that failed with the reason.
+The exit status is non-zero if any clip failed.
+"""
+
+import json
+import math
+import multiprocessing
+import os
+import sys
+import time
+
+from absl import app, flags
+
+from data_prep import surreal_clip
+
+_PARTS_DIR = "parts"
+
+
+def plan_shards(input_dir, splits, clips_per_shard):
+    """[(split, shard name, [Clip])] for every shard of every split, in a fixed order."""
+    shards = []
+    for split in splits:
+        clips = surreal_clip.find_clips(input_dir, split)
+        num_shards = max(1, math.ceil(len(clips) / clips_per_shard)) if clips else 0
+        for index in range(num_shards):
+            shards.append((split, f"{split}-{index:05d}-of-{num_shards:05d}", clips[index::num_shards]))
+    return shards
+
+
+def _write_json(path, payload):
+    partial = path + ".partial"
+    with open(partial, "w") as f:
+        json.dump(payload, f, indent=1, sort_keys=True)
+    os.replace(partial, path)
+
+
+def convert_shard(job):
+    """Converts one shard's clips; returns its record (also written to parts/<shard>.json)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf  # in the worker: keeps the parent free of TF state before it forks/spawns
+
+    from data_prep.convert_clip import clip_examples
+
+    output_dir, split, shard, clips, frame_stride = job
+    record = {"split": split, "shard": shard, "clips": [], "failed": {}, "frames_written": 0, "frames_skipped": 0}
+    start = time.perf_counter()
+    final = os.path.join(output_dir, shard + ".tfrecord")
+    partial = final + ".partial"
+    with tf.io.TFRecordWriter(partial) as writer:
+        for clip in clips:
+            try:
+                examples, skipped = clip_examples(clip, frame_stride)
+            except surreal_clip.ClipError as error:
+                record["failed"][clip.name] = str(error)
+                print(f"error: clip {clip.name}: {error}", file=sys.stderr, flush=True)
+                continue
+            for example in examples:
+                writer.write(example)
+            record["clips"].append(clip.name)
+            record["frames_written"] += len(examples)
+            record["frames_skipped"] += skipped
+    os.replace(partial, final)
+    record["seconds"] = time.perf_counter() - start
+    _write_json(os.path.join(output_dir, _PARTS_DIR, shard + ".json"), record)
+    return record
+
+
+def write_manifest(output_dir, shards):
+    """Merges the records of every finished shard into manifest.json; returns the manifest."""
+    manifest = {"complete": True, "splits": {}}
+    for split, shard, _ in shards:
+        entry = manifest["splits"].setdefault(
+            split, {"shards": [], "clips": [], "failed": {}, "frames_written": 0, "frames_skipped": 0}
+        )
+        part = os.path.join(output_dir, _PARTS_DIR, shard + ".json")
+        if not os.path.exists(part):
+            manifest["complete"] = False
+            continue
+        with open(part) as f:
+            record = json.load(f)
+        entry["shards"].append(shard + ".tfrecord")
+        entry["clips"].extend(record["clips"])
+        entry["failed"].update(record["failed"])
+        entry["frames_written"] += record["frames_written"]
+        entry["frames_skipped"] += record["frames_skipped"]
+    _write_json(os.path.join(output_dir, "manifest.json"), manifest)
+    return manifest
+
+
+def convert(input_dir, output_dir, splits, frame_stride=1, num_workers=1, clips_per_shard=50, task_index=0,
+            num_tasks=1, progress=True):  # fmt: skip
+    """Converts this task's unfinished shards; returns (manifest, records of the shards converted now)."""
+    if not os.path.isdir(os.path.join(input_dir, "cmu")):
+        raise FileNotFoundError(f"--input_dir={input_dir}: expected a SURREAL root holding cmu/<split>/run*/...")
+    if frame_stride < 1:
+        raise ValueError(f"--frame_stride must be >= 1, got {frame_stride}")
+    os.makedirs(os.path.join(output_dir, _PARTS_DIR), exist_ok=True)
+    shards = plan_shards(input_dir, splits, clips_per_shard)
+    jobs = [
+        (output_dir, split, shard, clips, frame_stride)
+        for i, (split, shard, clips) in enumerate(shards)
+        if i % num_tasks == task_index and not os.path.exists(os.path.join(output_dir, _PARTS_DIR, shard + ".json"))
+    ]
+    records = []
+    bar = _progress(len(jobs), progress)
+    if num_workers <= 1 or len(jobs) <= 1:
+        results = map(convert_shard, jobs)
+        records = _collect(results, bar)
+    else:
+        with multiprocessing.get_context("spawn").Pool(min(num_workers, len(jobs))) as pool:
+            records = _collect(pool.imap_unordered(convert_shard, jobs), bar)
+    return write_manifest(output_dir, shards), records
+
+
+def _progress(total, enabled):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="shard", disable=not enabled, file=sys.stderr)
+
+
+def _collect(results, bar):
+    records = []
+    frames = 0
+    for record in results:
+        records.append(record)
+        frames += record["frames_written"]
+        bar.update(1)
+        bar.set_postfix(frames=frames, failed=sum(len(r["failed"]) for r in records))
+    bar.close()
+    return records
+
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+    """Command-line flags; defined only when run as a program, so importing the module stays side-effect free."""
+    flags.DEFINE_string("input_dir", None, "SURREAL root (holds cmu/).", required=True)
+    flags.DEFINE_string("output_dir", None, "Where shards and manifest.json go.", required=True)
+    flags.DEFINE_list("splits", ["train", "val", "test"], "Splits to convert.")
+    flags.DEFINE_integer("frame_stride", 1, "Keep frames t with t % frame_stride == 0.")
+    flags.DEFINE_integer("num_workers", os.cpu_count() or 1, "Parallel processes.")
+    flags.DEFINE_integer("clips_per_shard", 50, "Clips per shard (about 5000 frames at stride 1).")
+    flags.DEFINE_integer("task_index", 0, "This machine's index in a job array.")
+    flags.DEFINE_integer("num_tasks", 1, "Machines in the job array.")
+
+
+def main(argv):
+    del argv
+    start = time.perf_counter()
+    manifest, records = convert(
+        FLAGS.input_dir,
+        FLAGS.output_dir,
+        FLAGS.splits,
+        frame_stride=FLAGS.frame_stride,
+        num_workers=FLAGS.num_workers,
+        clips_per_shard=FLAGS.clips_per_shard,
+        task_index=FLAGS.task_index,
+        num_tasks=FLAGS.num_tasks,
+    )
+    seconds = time.perf_counter() - start
+    frames = sum(r["frames_written"] for r in records)
+    busy = sum(r["seconds"] for r in records)
+    failed = {name: why for r in records for name, why in r["failed"].items()}
+    print(f"wrote {frames} frames from {sum(len(r['clips']) for r in records)} clips in {len(records)} shards "
+          f"in {seconds:.1f} s: {frames / max(seconds, 1e-9):.1f} frames/s, "
+          f"{frames / max(busy, 1e-9):.1f} frames/s per process; {len(failed)} clips failed; "
+          f"manifest complete: {manifest['complete']}", file=sys.stderr)  # fmt: skip
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

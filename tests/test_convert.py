@@ -1,0 +1,168 @@
+"""SURREAL -> TFRecord: round trip through `parse_example`, real `_info.mat` files, sharding, resume, bad input."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import scipy.io
+import tensorflow as tf
+
+from data_prep import surreal as converter
+from data_prep import synthetic
+from mtha_tf import surreal
+from mtha_tf.data.schema import parse_example
+
+
+def _records(output_dir, split):
+    files = sorted(str(p) for p in output_dir.glob(f"{split}-*.tfrecord"))
+    return [{k: v.numpy() for k, v in parse_example(r).items()} for r in tf.data.TFRecordDataset(files)]
+
+
+def _video_frames(path):
+    capture, frames = cv2.VideoCapture(str(path)), []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            return frames
+        frames.append(frame[..., ::-1])
+
+
+def test_generator_converter_parse_round_trip(synthetic_root, tmp_path):
+    manifest, _ = converter.convert(str(synthetic_root), str(tmp_path), ["train", "val"], frame_stride=2,
+                                    clips_per_shard=2, progress=False)  # fmt: skip
+    assert manifest["complete"]
+    assert manifest["splits"]["train"]["frames_written"] == 9 and manifest["splits"]["val"]["frames_written"] == 3
+    assert sorted(p.name for p in tmp_path.glob("train-*")) == ["train-00000-of-00002.tfrecord",
+                                                                "train-00001-of-00002.tfrecord"]  # fmt: skip
+    records = _records(tmp_path, "train")
+    assert sorted(r["frame"] for r in records) == [0, 0, 0, 2, 2, 2, 4, 4, 4]
+    for record in records:
+        base = synthetic_root / "cmu" / record["clip"].decode()
+        t = record["frame"]
+        info = scipy.io.loadmat(f"{base}_info.mat")
+        segm = scipy.io.loadmat(f"{base}_segm.mat")[f"segm_{t + 1}"]
+        depth = scipy.io.loadmat(f"{base}_depth.mat")[f"depth_{t + 1}"]
+        assert record["image"].shape == (240, 320, 3) and record["image"].dtype == np.uint8
+        np.testing.assert_array_equal(record["image"], _video_frames(f"{base}.mp4")[t])
+        np.testing.assert_array_equal(record["segmentation"], segm)
+        np.testing.assert_array_equal(record["depth"], np.where(depth > 1e3, 0, depth))
+        np.testing.assert_array_equal(record["joints2d"], info["joints2D"][:, surreal.JOINTS_IX, t].T)
+        expected = surreal.world_to_camera(info["joints3D"][:, surreal.JOINTS_IX, t].T, info["camLoc"])
+        np.testing.assert_allclose(record["joints3d"], expected, atol=1e-5)
+        np.testing.assert_allclose(record["intrinsics"], surreal.INTRINSICS)
+        np.testing.assert_allclose(record["joints3d_smpl"][surreal.JOINTS_IX], record["joints3d"])
+
+
+def _clip_around_real_info(real_fixtures, root, name, num_frames=100):
+    """A clip with a real `_info.mat` and placeholder video/segmentation/depth of the right size."""
+    seq = name[:5]
+    base = root / "cmu" / "val" / "run0" / seq / name
+    base.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(real_fixtures / "surreal" / f"{name}_info.mat", f"{base}_info.mat")
+    synthetic.write_mp4(f"{base}.mp4", np.zeros((num_frames, 240, 320, 3), np.uint8))
+    blank = np.zeros((240, 320), np.uint8)
+    scipy.io.savemat(f"{base}_segm.mat", {f"segm_{t + 1}": blank for t in range(num_frames)}, do_compression=True)
+    far = np.full((240, 320), 1e10, np.float32)
+    scipy.io.savemat(f"{base}_depth.mat", {f"depth_{t + 1}": far for t in range(num_frames)}, do_compression=True)
+    return base
+
+
+def test_real_info_files_convert_to_camera_joints_that_reproject_exactly(real_fixtures, tmp_path):
+    root = tmp_path / "surreal"
+    for name in ("01_01_c0001", "40_02_c0010"):
+        _clip_around_real_info(real_fixtures, root, name)
+    manifest, _ = converter.convert(str(root), str(tmp_path / "out"), ["val"], frame_stride=10, progress=False)
+    entry = manifest["splits"]["val"]
+    assert entry["failed"] == {} and entry["frames_written"] + entry["frames_skipped"] == 20
+    records = _records(tmp_path / "out", "val")
+    assert len(records) == entry["frames_written"] >= 15
+    for record in records:
+        pixels = np.round(surreal.project(record["joints3d"].astype(np.float64)))
+        np.testing.assert_array_equal(pixels, record["joints2d"])
+        assert record["joints3d"][surreal.PELVIS, 2] > 4.0
+
+
+def test_resume_skips_finished_shards_and_tasks_partition_the_work(synthetic_root, tmp_path):
+    first, done = converter.convert(str(synthetic_root), str(tmp_path), ["train"], clips_per_shard=1,
+                                    task_index=0, num_tasks=2, progress=False)  # fmt: skip
+    assert not first["complete"] and [r["shard"] for r in done] == ["train-00000-of-00003", "train-00002-of-00003"]
+    mtime = (tmp_path / "train-00000-of-00003.tfrecord").stat().st_mtime_ns
+    (tmp_path / "train-00001-of-00003.tfrecord.partial").write_bytes(b"left by a killed run")
+    second, done = converter.convert(str(synthetic_root), str(tmp_path), ["train"], clips_per_shard=1,
+                                     task_index=1, num_tasks=2, progress=False)  # fmt: skip
+    assert second["complete"] and [r["shard"] for r in done] == ["train-00001-of-00003"]
+    third, done = converter.convert(str(synthetic_root), str(tmp_path), ["train"], clips_per_shard=1, progress=False)
+    assert done == [] and third == second
+    assert (tmp_path / "train-00000-of-00003.tfrecord").stat().st_mtime_ns == mtime
+    assert not list(tmp_path.glob("*.partial")) and len(_records(tmp_path, "train")) == 18
+
+
+def _break_truncated_mat(base):
+    data = open(f"{base}_segm.mat", "rb").read()
+    open(f"{base}_segm.mat", "wb").write(data[: len(data) // 2])
+
+
+def _break_corrupt_mp4(base):
+    open(f"{base}.mp4", "wb").write(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8)
+
+
+def _break_missing_depth(base):
+    (base.parent / f"{base.name}_depth.mat").unlink()
+
+
+def _break_frame_count(base):
+    info = scipy.io.loadmat(f"{base}_info.mat")
+    info = {k: v for k, v in info.items() if not k.startswith("__")}
+    for key in ("joints2D", "joints3D"):
+        info[key] = np.concatenate([info[key], info[key][..., -1:]], axis=-1)
+    for key in ("zrot", "gender"):
+        info[key] = np.concatenate([info[key], info[key][-1:]], axis=0)
+    scipy.io.savemat(f"{base}_info.mat", info, do_compression=True)
+
+
+def _break_nan_joints(base):
+    info = {k: v for k, v in scipy.io.loadmat(f"{base}_info.mat").items() if not k.startswith("__")}
+    info["joints3D"][0, 3, 2] = np.nan
+    scipy.io.savemat(f"{base}_info.mat", info, do_compression=True)
+
+
+@pytest.mark.parametrize(
+    "breaker, file_suffix, words",
+    [
+        (_break_truncated_mat, "_segm.mat", "unreadable MATLAB file"),
+        (_break_corrupt_mp4, ".mp4", "decoded 0 frames"),
+        (_break_missing_depth, "_depth.mat", "missing file"),
+        (_break_frame_count, ".mp4", "decoded 6 frames, _info.mat says 7"),
+        (_break_nan_joints, "_info.mat", "'joints3D' contains NaN"),
+    ],
+)
+def test_a_bad_clip_is_named_and_the_others_still_convert(synthetic_root, tmp_path, breaker, file_suffix, words):
+    root = tmp_path / "in"
+    shutil.copytree(synthetic_root, root)
+    bad = sorted(root.glob("cmu/train/run0/*/*_info.mat"))[1]
+    base = bad.parent / bad.name[: -len("_info.mat")]
+    breaker(base)
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "data_prep.surreal", f"--input_dir={root}", f"--output_dir={out}", "--splits=train",
+         "--num_workers=1", "--clips_per_shard=2"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode != 0
+    manifest = json.loads((out / "manifest.json").read_text())["splits"]["train"]
+    clip_name = f"train/run0/{base.parent.name}/{base.name}"
+    assert list(manifest["failed"]) == [clip_name]
+    reason = manifest["failed"][clip_name]
+    assert f"{base}{file_suffix}" in reason and words in reason, reason
+    assert clip_name in result.stderr and words in result.stderr
+    assert len(manifest["clips"]) == 2 and manifest["frames_written"] == 12
+    assert len(_records(out, "train")) == 12
+
+
+def test_missing_root_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="cmu"):
+        converter.convert(str(tmp_path / "nowhere"), str(tmp_path / "out"), ["train"], progress=False)
