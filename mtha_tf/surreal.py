@@ -35,6 +35,17 @@ UPPER_NECK = 8
 HEAD_TOP = 9
 JOINT_FLIP_PAIRS = ((0, 5), (1, 4), (2, 3), (10, 15), (11, 14), (12, 13))
 
+
+def _flip_permutation(size, pairs):
+    """Index permutation that swaps each (left, right) pair; it is its own inverse."""
+    permutation = np.arange(size)
+    for a, b in pairs:
+        permutation[a], permutation[b] = b, a
+    return permutation
+
+
+JOINT_FLIP_PERMUTATION = _flip_permutation(NUM_JOINTS, JOINT_FLIP_PAIRS)
+
 # SMPL part labels 1..24 (the value in segm_t) -> 14 parts + background (0).
 SMPL_PART_NAMES = (
     "hips", "leftUpLeg", "rightUpLeg", "spine", "leftLeg", "rightLeg", "spine1", "leftFoot",
@@ -50,6 +61,7 @@ PART_NAMES = (
 )  # fmt: skip
 NUM_PART_CLASSES = 15
 PART_FLIP_PAIRS = ((3, 6), (4, 7), (5, 8), (9, 12), (10, 13), (11, 14))
+PART_FLIP_PERMUTATION = _flip_permutation(NUM_PART_CLASSES, PART_FLIP_PAIRS)
 
 # Depth quantisation (Varol et al.): 19 bins of 45 mm around the pelvis depth, plus background.
 DEPTH_STEP_M = 0.045

@@ -31,3 +31,13 @@ def synthetic_root(tmp_path_factory):
     synthetic.generate(str(root), num_clips=3, num_frames=6, seed=7, split="train")
     synthetic.generate(str(root), num_clips=1, num_frames=6, seed=7, split="val")
     return root
+
+
+@pytest.fixture(scope="session")
+def records_dir(synthetic_root, tmp_path_factory):
+    """`synthetic_root` converted to TFRecords (train: 18 frames in 2 shards, val: 6 frames)."""
+    from data_prep import surreal as converter
+
+    out = tmp_path_factory.mktemp("records")
+    converter.convert(str(synthetic_root), str(out), ["train", "val"], clips_per_shard=2, progress=False)
+    return out

@@ -1,0 +1,89 @@
+"""TFRecord shards -> batched (inputs, targets) for any subset of the four tasks, entirely in the TF graph."""
+
+import contextlib
+
+import tensorflow as tf
+
+from mtha_tf import tasks
+from mtha_tf.data import augment, schema
+from mtha_tf.data.sample import make_sample
+
+
+class CorruptRecordError(ValueError):
+    """A shard holds a record that cannot be read or parsed; the message names the file and the record."""
+
+
+def list_files(file_pattern):
+    """Sorted shard paths matching a glob (or a list of globs); an error if none match."""
+    patterns = [file_pattern] if isinstance(file_pattern, str) else list(file_pattern)
+    files = sorted({f for p in patterns for f in tf.io.gfile.glob(p)})
+    if not files:
+        raise FileNotFoundError(f"no TFRecord shards match {file_pattern!r}")
+    return files
+
+
+def make_dataset(file_pattern, tasks_to_train, training, batch_size, input_size=256, shuffle_buffer=256,
+                 deterministic=False, seed=0, repeat=None, with_metadata=None, drop_remainder=None):  # fmt: skip
+    """A `tf.data.Dataset` of (inputs, targets) batches.
+
+    inputs["image"] float32 [B, S, S, 3] (S = input_size, SURREAL-whitened); targets keyed by task name, only the
+    requested ones, at S / 4: pose2d float32 [B, S/4, S/4, 16], segmentation int32 [B, S/4, S/4] (0..14), depth int32
+    (0..19), pose3d float32 [B, S/4, S/4, 304]. `training` turns on shuffling across shards and augmentation and
+    repeats forever; otherwise records are read in order once, and (by default) inputs also carry the metadata that
+    metrics need (see `sample.make_sample`). `deterministic` fixes the order and the augmentation for a seed.
+    Wrap iteration in `naming_corrupt_files(file_pattern)` to get errors that name the broken shard.
+    """
+    task_names = tasks.parse_tasks(tasks_to_train)
+    files = list_files(file_pattern)
+    repeat = training if repeat is None else repeat
+    with_metadata = (not training) if with_metadata is None else with_metadata
+    drop_remainder = training if drop_remainder is None else drop_remainder
+    options = tf.data.Options()
+    options.deterministic = deterministic or not training
+
+    dataset = tf.data.Dataset.from_tensor_slices(files)
+    if training:
+        dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        dataset = dataset.repeat()
+    dataset = dataset.interleave(
+        tf.data.TFRecordDataset,
+        cycle_length=min(len(files), 8) if training else 1,
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+    if training:
+        dataset = dataset.shuffle(shuffle_buffer, seed=seed)
+    seeds = tf.data.Dataset.random(seed=seed).batch(2)
+
+    def to_sample(serialized, example_seed):
+        augmentation = augment.sample_augmentation(example_seed) if training else augment.no_augmentation()
+        return make_sample(schema.parse_example(serialized), task_names, augmentation, input_size, with_metadata)
+
+    dataset = tf.data.Dataset.zip((dataset, seeds)).map(to_sample, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    return dataset.prefetch(tf.data.AUTOTUNE).with_options(options)
+
+
+def find_corrupt_record(files):
+    """(file, record index, reason) for the first record in `files` that cannot be read or parsed, else None."""
+    for path in files:
+        index = 0
+        try:
+            for index, serialized in enumerate(tf.data.TFRecordDataset(path)):  # noqa: B007
+                schema.parse_example(serialized)
+        except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
+            return path, index, error.message.split("\n")[0]
+    return None
+
+
+@contextlib.contextmanager
+def naming_corrupt_files(file_pattern):
+    """Turns tf.data's anonymous "corrupted record" errors into a `CorruptRecordError` naming the shard."""
+    try:
+        yield
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
+        found = find_corrupt_record(list_files(file_pattern))
+        if found is None:
+            raise
+        path, index, reason = found
+        raise CorruptRecordError(f"{path}: record {index} is corrupt or not a SURREAL frame ({reason})") from error

@@ -1,0 +1,134 @@
+"""The tf.data pipeline: shapes, invariants under augmentation, graph == eager, determinism, corrupt shards."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mtha_tf import surreal, tasks
+from mtha_tf.data import augment, crop, schema
+from mtha_tf.data.pipeline import CorruptRecordError, make_dataset, naming_corrupt_files
+from mtha_tf.data.sample import make_sample
+from mtha_tf.targets.labels import SegmentationCodec
+
+ALL = ",".join(tasks.TASKS)
+
+
+def _frames(records_dir, split="train"):
+    return [schema.parse_example(r) for r in tf.data.TFRecordDataset(sorted(map(str, records_dir.glob(f"{split}-*"))))]
+
+
+def test_batches_have_the_documented_shapes(records_dir):
+    dataset = make_dataset(str(records_dir / "train-*"), ALL, training=True, batch_size=4, input_size=64)
+    inputs, targets = next(iter(dataset))
+    assert list(inputs) == ["image"] and inputs["image"].shape == (4, 64, 64, 3)
+    shapes = {name: (tuple(t.shape), t.dtype) for name, t in targets.items()}
+    assert shapes == {
+        "pose2d": ((4, 16, 16, 16), tf.float32),
+        "segmentation": ((4, 16, 16), tf.int32),
+        "depth": ((4, 16, 16), tf.int32),
+        "pose3d": ((4, 16, 16, 304), tf.float32),
+    }
+    _, only = next(iter(make_dataset(str(records_dir / "train-*"), "depth", training=True, batch_size=2)))
+    assert list(only) == ["depth"] and only["depth"].shape == (2, 64, 64)
+
+
+def test_evaluation_batches_carry_what_metrics_need(records_dir):
+    inputs, _ = next(iter(make_dataset(str(records_dir / "val-*"), "pose2d", training=False, batch_size=6)))
+    assert inputs["joints2d"].shape == (6, 16, 2) and inputs["joints3d"].shape == (6, 16, 3)
+    assert inputs["heatmap_matrix"].shape == (6, 3, 3) and inputs["pelvis_depth"].shape == (6,)
+    np.testing.assert_allclose(inputs["pelvis_depth"], inputs["joints3d"][:, surreal.PELVIS, 2])
+    assert np.all(inputs["head_length"].numpy() > 0) and list(inputs["frame"].numpy()) == list(range(6))
+
+
+def test_invariants_hold_under_augmentation(records_dir):
+    dataset = make_dataset(str(records_dir / "train-*"), ALL, training=True, batch_size=18, deterministic=True)
+    _, targets = next(iter(dataset))
+    segmentation, depth = targets["segmentation"].numpy(), targets["depth"].numpy()
+    np.testing.assert_array_equal(segmentation == 0, depth == 0)
+    pose2d, pose3d = targets["pose2d"].numpy(), targets["pose3d"].numpy().reshape(18, 64, 64, 16, 19)
+    for i in range(18):
+        for j in range(16):
+            if pose2d[i, ..., j].max() < 1.0:  # joint outside the crop
+                continue
+            peak2d = np.unravel_index(pose2d[i, ..., j].argmax(), (64, 64))
+            y, x, z = np.unravel_index(pose3d[i, :, :, j].argmax(), (64, 64, 19))
+            assert (y, x) == peak2d
+            if j == surreal.PELVIS:
+                assert z + 1 == 10, "the pelvis is in z-bin 10"
+    assert (segmentation > 0).mean() > 0.05, "the person fills a good part of the crop"
+
+
+def test_flip_twice_is_the_identity():
+    centre, scale = tf.constant([150.0, 110.0]), tf.constant(1.1)
+    plain = crop.crop_matrix(centre, scale, 64, 20.0)
+    mirror = crop.crop_matrix(centre, scale, 64, 20.0, flip=True) @ tf.linalg.inv(plain)
+    np.testing.assert_allclose(mirror @ mirror, np.eye(3), atol=1e-5)
+    np.testing.assert_allclose(
+        crop.transform_points(mirror, [[0.0, 5.0], [31.5, 7.0]]), [[63, 5], [31.5, 7]], atol=1e-4
+    )
+    for permutation in (surreal.JOINT_FLIP_PERMUTATION, surreal.PART_FLIP_PERMUTATION):
+        np.testing.assert_array_equal(permutation[permutation], np.arange(len(permutation)))
+    smpl_labels = tf.range(25)
+    codec = SegmentationCodec()
+    flipped = codec.encode(smpl_labels, flip=True).numpy()
+    np.testing.assert_array_equal(surreal.PART_FLIP_PERMUTATION[flipped], codec.encode(smpl_labels))
+
+
+def test_flipping_a_sample_twice_gives_the_unflipped_targets(records_dir):
+    frame = _frames(records_dir)[4]
+    plain = augment.no_augmentation()
+    flipped = dict(plain, flip=tf.constant(True))
+    task_names = tasks.TASKS
+    _, base = make_sample(frame, task_names, plain, 64)
+    _, mirrored = make_sample(frame, task_names, flipped, 64)
+    unflip = surreal.JOINT_FLIP_PERMUTATION
+    np.testing.assert_allclose(mirrored["pose2d"].numpy()[:, ::-1][..., unflip], base["pose2d"], atol=1e-6)
+    np.testing.assert_array_equal(mirrored["depth"].numpy()[:, ::-1], base["depth"])
+    np.testing.assert_array_equal(
+        surreal.PART_FLIP_PERMUTATION[mirrored["segmentation"].numpy()[:, ::-1]], base["segmentation"]
+    )
+
+
+def test_each_op_gives_the_same_result_eagerly_and_inside_dataset_map(records_dir):
+    serialized = next(iter(tf.data.TFRecordDataset(str(sorted(records_dir.glob("train-*"))[0]))))
+    seed = tf.constant([3, 4], tf.int64)
+
+    def sample(record):
+        return make_sample(schema.parse_example(record), tasks.TASKS, augment.sample_augmentation(seed), 64)
+
+    eager_inputs, eager_targets = sample(serialized)
+    graph_inputs, graph_targets = next(iter(tf.data.Dataset.from_tensors(serialized).map(sample)))
+    np.testing.assert_allclose(eager_inputs["image"], graph_inputs["image"], atol=1e-5)
+    for name in tasks.TASKS:
+        np.testing.assert_allclose(eager_targets[name], graph_targets[name], atol=1e-6)
+
+
+def test_deterministic_option_reproduces_order_and_augmentation(records_dir):
+    def first_batches(seed):
+        dataset = make_dataset(str(records_dir / "train-*"), "pose2d", True, 3, 64, deterministic=True, seed=seed)
+        return [inputs["image"].numpy() for inputs, _ in dataset.take(3)]
+
+    a, b, c = first_batches(1), first_batches(1), first_batches(2)
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert not all(np.array_equal(x, y) for x, y in zip(a, c, strict=True))
+
+
+def test_a_corrupt_record_names_its_file(records_dir, tmp_path):
+    good = sorted(records_dir.glob("train-*"))[0]
+    broken = tmp_path / "train-00000-of-00001.tfrecord"
+    data = bytearray(good.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    broken.write_bytes(bytes(data))
+    dataset = make_dataset(str(tmp_path / "train-*"), "pose2d", training=False, batch_size=2)
+    with pytest.raises(CorruptRecordError, match=str(broken)):
+        with naming_corrupt_files(str(tmp_path / "train-*")):
+            for _ in dataset:
+                pass
+
+
+def test_no_shards_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no TFRecord shards"):
+        make_dataset(str(tmp_path / "*.tfrecord"), "pose2d", training=True, batch_size=1)
+    with pytest.raises(ValueError, match="subset"):
+        tasks.parse_tasks("pose2d,normals")
