@@ -45,9 +45,9 @@ def crop_matrix(center, scale, resolution, rotation=0.0, flip=False):
 
 
 def transform_points(matrix, points):
-    """Applies a 3x3 affine matrix to [..., 2] points."""
+    """Applies affine matrices [..., 3, 3] to point sets [..., K, 2] (the leading dimensions match)."""
     points = tf.convert_to_tensor(points, tf.float32)
-    return tf.linalg.matvec(matrix[:2, :2], points) + matrix[:2, 2]
+    return tf.einsum("...ij,...kj->...ki", matrix[..., :2, :2], points) + matrix[..., None, :2, 2]
 
 
 def warp(image, matrix, resolution, interpolation):

@@ -1,0 +1,31 @@
+"""The embedded default data: synthetic SURREAL-format clips, generated once, converted to TFRecords, cached."""
+
+import os
+
+from data_prep import surreal as converter
+from data_prep import synthetic
+
+
+def prepare(root, train_clips, val_clips, num_frames, frame_stride, seed=0, num_workers=None):
+    """Generates and converts what is missing under `root`; returns (train shard pattern, val shard pattern).
+
+    Clips already on disk and shards already converted are kept, so a second call costs nothing. Training and
+    held-out clips come from different seeds (different people, motions, backgrounds and cameras).
+    """
+    num_workers = num_workers or os.cpu_count() or 1
+    clips_dir, records_dir = os.path.join(root, "surreal"), os.path.join(root, "records")
+    synthetic.generate(clips_dir, train_clips, num_frames, seed, "train", num_workers)
+    synthetic.generate(clips_dir, val_clips, num_frames, seed + 1000, "val", num_workers)
+    manifest, _ = converter.convert(
+        clips_dir,
+        records_dir,
+        ["train", "val"],
+        frame_stride=frame_stride,
+        num_workers=num_workers,
+        clips_per_shard=max(1, train_clips // 8),
+        progress=False,
+    )
+    failed = {name: why for split in manifest["splits"].values() for name, why in split["failed"].items()}
+    if failed or not manifest["complete"]:
+        raise RuntimeError(f"converting the embedded data under {root} failed: {failed}")
+    return os.path.join(records_dir, "train-*.tfrecord"), os.path.join(records_dir, "val-*.tfrecord")

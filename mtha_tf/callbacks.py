@@ -1,0 +1,94 @@
+"""Keras callbacks: held-out evaluation into the logs, prediction images for TensorBoard, a NaN guard."""
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from mtha_tf import evaluation, tasks, visualize
+
+
+def flatten_metrics(results, prefix="val"):
+    """{"pose2d": {"pckh": 80.1, ...}} -> {"val_pose2d_pckh": 80.1, ...}: scalars only."""
+    flat = {}
+    for task, values in results.items():
+        if not isinstance(values, dict):
+            continue
+        for key, value in values.items():
+            if isinstance(value, int | float):
+                flat[f"{prefix}_{task}_{key}"] = float(value)
+    return flat
+
+
+class EvaluationCallback(keras.callbacks.Callback):
+    """At each epoch end: every metric of the trained tasks on held-out frames, as `val_*` entries in the logs, so
+    ModelCheckpoint, TensorBoard and History see them."""
+
+    def __init__(self, file_pattern, trained_tasks, batch_size, input_size, max_batches=None):
+        super().__init__()
+        self.file_pattern = file_pattern
+        self.tasks = tasks.parse_tasks(trained_tasks)
+        self.batch_size, self.input_size, self.max_batches = batch_size, input_size, max_batches
+        self.last_results = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.last_results, _ = evaluation.evaluate(
+            self.model, self.file_pattern, self.tasks, self.batch_size, self.input_size, self.max_batches
+        )
+        if logs is not None:
+            logs.update(flatten_metrics(self.last_results))
+
+
+class PredictionImages(keras.callbacks.Callback):
+    """At each epoch end writes, for a fixed held-out batch, the input with the predicted skeleton, parts and depth."""
+
+    def __init__(self, log_dir, batch, trained_tasks, every=1):
+        super().__init__()
+        self.writer = tf.summary.create_file_writer(log_dir)
+        self.images = batch
+        self.tasks = tasks.parse_tasks(trained_tasks)
+        self.every = every
+        self.codecs = tasks.codecs(batch.shape[1] // 4)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch % self.every:
+            return
+        outputs = self.model({"image": self.images}, training=False)
+        joints = self.codecs["pose2d"].decode(outputs["pose2d"])[0].numpy() if "pose2d" in self.tasks else None
+        parts = (
+            self.codecs["segmentation"].decode(outputs["segmentation"]).numpy() if "segmentation" in outputs else None
+        )
+        depth = self.codecs["depth"].decode(outputs["depth"])[0].numpy() if "depth" in outputs else None
+        rows = [
+            visualize.prediction_row(
+                self.images[i].numpy(),
+                None if joints is None else joints[i],
+                None if parts is None else parts[i],
+                None if depth is None else depth[i],
+                heatmap_size=self.images.shape[1] // 4,
+            )
+            for i in range(self.images.shape[0])
+        ]
+        with self.writer.as_default():
+            tf.summary.image("predictions", np.stack(rows), step=epoch, max_outputs=len(rows))
+        self.writer.flush()
+
+
+class TerminateOnNaN(keras.callbacks.Callback):
+    """Stops at the first non-finite loss and says which loss terms went bad and what usually helps."""
+
+    def __init__(self):
+        super().__init__()
+        self.message = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        logs = logs or {}
+        bad = sorted(k for k, v in logs.items() if "loss" in k and not math.isfinite(float(v)))
+        if bad:
+            self.message = (
+                f"training stopped at batch {batch}: non-finite loss in {', '.join(bad)}. Lower --learning_rate, "
+                "check the data (python -m data_prep.surreal writes a manifest), or try without --mixed_precision."
+            )
+            print(f"\n{self.message}", flush=True)
+            self.model.stop_training = True

@@ -1,0 +1,96 @@
+"""Training configuration: one dataclass, named presets, written to the work dir as config.json."""
+
+import dataclasses
+import json
+import os
+
+from mtha_tf import tasks as task_table
+
+
+@dataclasses.dataclass
+class Config:
+    """Defaults are the paper's setup (2 stacks, 256 features, 256 px, batch 5, RMSprop lr 1e-3, 30 epochs)."""
+
+    tasks: str = ",".join(task_table.TASKS)
+    num_stacks: int = 2
+    features: int = 256
+    input_size: int = 256
+    hourglass_depth: int = 4
+    batch_size: int = 5
+    learning_rate: float = 1e-3
+    epochs: int = 30
+    steps_per_epoch: int = 2000  # SURREAL's training "epoch" is 2000 batches
+    task_weights: dict = dataclasses.field(default_factory=dict)
+    mixed_precision: bool = False
+    jit_compile: bool = False
+    seed: int = 0
+    data_dir: str | None = None  # TFRecords from data_prep.surreal; None = the embedded synthetic data
+    eval_batch_size: int = 8
+    eval_max_batches: int | None = None
+    # The embedded data (used when data_dir is None): clips in SURREAL's format, generated once and cached.
+    synthetic_train_clips: int = 200
+    synthetic_val_clips: int = 20
+    synthetic_frames: int = 100
+    frame_stride: int = 1
+    export: bool = True
+
+    def task_names(self):
+        return task_table.parse_tasks(self.tasks)
+
+
+PRESETS = {
+    "paper": Config(),
+    # The README's main job: about 15 minutes on a 2-core CPU, data generation and export included.
+    "small": Config(
+        num_stacks=2,
+        features=64,
+        input_size=128,
+        batch_size=8,
+        epochs=5,
+        steps_per_epoch=100,
+        synthetic_train_clips=60,
+        synthetic_val_clips=6,
+        synthetic_frames=40,
+        frame_stride=2,
+        eval_batch_size=16,
+    ),
+    # Tests: seconds per step.
+    "tiny": Config(
+        num_stacks=1,
+        features=32,
+        input_size=64,
+        batch_size=4,
+        epochs=2,
+        steps_per_epoch=3,
+        synthetic_train_clips=3,
+        synthetic_val_clips=1,
+        synthetic_frames=6,
+        frame_stride=2,
+        eval_batch_size=4,
+    ),
+}
+
+
+def make_config(preset="paper", **overrides):
+    """A preset with the given fields replaced (None values are ignored, so unset flags keep the preset's)."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
+    fields = {f.name for f in dataclasses.fields(Config)}
+    unknown = set(overrides) - fields
+    if unknown:
+        raise ValueError(f"unknown config fields {sorted(unknown)}")
+    config = dataclasses.replace(PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None})
+    config.task_names()  # validates
+    return config
+
+
+def save(config, path):
+    partial = path + ".partial"
+    with open(partial, "w") as f:
+        json.dump(dataclasses.asdict(config), f, indent=1, sort_keys=True)
+    os.replace(partial, path)
+
+
+def load(path):
+    with open(path) as f:
+        return Config(**json.load(f))

@@ -1,0 +1,128 @@
+"""Runs a model over held-out frames, decodes its outputs with the codecs and computes every trained task's metrics."""
+
+import numpy as np
+import tensorflow as tf
+
+from mtha_tf import metrics, surreal, tasks
+from mtha_tf.data import crop
+from mtha_tf.data.pipeline import make_dataset, naming_corrupt_files
+
+
+def evaluation_dataset(file_pattern, trained_tasks, batch_size, input_size):
+    """Held-out frames in order, without augmentation, with the targets the metrics need (label maps only: the pose
+    metrics use the original joints carried in the metadata)."""
+    needed = [
+        t for t in ("segmentation", "depth") if t in trained_tasks or (t == "segmentation" and "depth" in trained_tasks)
+    ]
+    return make_dataset(
+        file_pattern, needed or ["pose2d"], training=False, batch_size=batch_size, input_size=input_size
+    )
+
+
+def _to_frame(points, matrix):
+    """Heatmap-grid points [B, K, 2] -> original frame pixels through each example's inverse crop [B, 3, 3]."""
+    return crop.transform_points(tf.linalg.inv(matrix), points)
+
+
+class _Accumulator:
+    def __init__(self, trained_tasks, heatmap_size):
+        self.tasks = trained_tasks
+        self.codecs = tasks.codecs(heatmap_size)
+        self.heatmap_size = heatmap_size
+        self.lists = {}
+        self.confusion = np.zeros((surreal.NUM_PART_CLASSES,) * 2, np.int64)
+
+    def add(self, name, value):
+        self.lists.setdefault(name, []).append(np.asarray(value))
+
+    def update(self, outputs, inputs, targets):
+        matrix = inputs["heatmap_matrix"]
+        if "pose2d" in self.tasks:
+            grid, _ = self.codecs["pose2d"].decode(outputs["pose2d"])
+            self.add("pred2d", _to_frame(grid, matrix))
+            self.add("pred2d_grid", grid)
+            self.add("gt2d_grid", crop.transform_points(matrix, inputs["joints2d"]))
+            self.add("gt2d", inputs["joints2d"])
+            self.add("head_length", inputs["head_length"])
+        if "pose3d" in self.tasks:
+            grid, bins, _ = self.codecs["pose3d"].decode(outputs["pose3d"])
+            lifted = self.codecs["pose3d"].lift(
+                _to_frame(grid, matrix), bins, inputs["pelvis_depth"], inputs["intrinsics"]
+            )
+            self.add("pred3d", lifted / 1000.0)
+            self.add("gt3d", inputs["joints3d"])
+        if "segmentation" in self.tasks:
+            pred = self.codecs["segmentation"].decode(outputs["segmentation"]).numpy()
+            self.confusion += metrics.confusion(pred, targets["segmentation"], surreal.NUM_PART_CLASSES)
+            self.add("segmentation_pixel_accuracy", (pred == targets["segmentation"].numpy()).mean(axis=(1, 2)))
+        if "depth" in self.tasks:
+            labels, _ = self.codecs["depth"].decode(outputs["depth"])
+            self.add("pred_depth", labels)
+            self.add("gt_depth", targets["depth"])
+            self.add("parts", targets["segmentation"])
+
+    def results(self):
+        """Nested dict of JSON-ready metrics, and per-frame errors (for success-rate curves)."""
+        arrays = {name: np.concatenate(values) for name, values in self.lists.items()}
+        results, per_frame = {}, {}
+        if "pose2d" in self.tasks:
+            gt = arrays["gt2d"]
+            visible = (gt[..., 1] > 0) & (gt[..., 0] >= 0) & (gt[..., 0] < surreal.FRAME_WIDTH)
+            visible &= gt[..., 1] < surreal.FRAME_HEIGHT
+            per_joint = metrics.pckh(arrays["pred2d"], gt, arrays["head_length"], visible)
+            _, newell = metrics.newell_pck(arrays["pred2d_grid"], arrays["gt2d_grid"], self.heatmap_size)
+            results["pose2d"] = {
+                "pckh": metrics.pckh_mean(per_joint, visible),
+                "pckh_per_joint": dict(zip(surreal.MPII_JOINT_NAMES, per_joint.tolist(), strict=True)),
+                "pck_newell": newell,
+            }
+            distance = np.linalg.norm(arrays["pred2d"] - gt, axis=-1) / arrays["head_length"][:, None]
+            per_frame["pose2d"] = np.nanmean(np.where(visible, distance, np.nan), axis=1)
+        if "segmentation" in self.tasks:
+            summary = metrics.segmentation_summary(self.confusion)
+            iou = summary.pop("iou_per_class")
+            results["segmentation"] = dict(
+                summary, iou_per_part=dict(zip(surreal.PART_NAMES, iou.tolist(), strict=True))
+            )
+            per_frame["segmentation"] = 1.0 - arrays["segmentation_pixel_accuracy"]
+        if "depth" in self.tasks:
+            per_image = metrics.depth_rmse_bins(arrays["pred_depth"], arrays["gt_depth"])
+            per_part = metrics.depth_rmse_per_part(arrays["pred_depth"], arrays["gt_depth"], arrays["parts"])
+            step_mm = 1000 * surreal.DEPTH_STEP_M
+            results["depth"] = {
+                "rmse_bins": float(np.nanmean(per_image)),
+                "rmse_mm": float(np.nanmean(per_image) * step_mm),
+                "rmse_mm_per_part": dict(zip(surreal.PART_NAMES[1:], (per_part[1:] * step_mm).tolist(), strict=True)),
+            }
+            per_frame["depth"] = per_image * step_mm
+        if "pose3d" in self.tasks:
+            per_joint = metrics.mean_joint_distance_mm(arrays["pred3d"], arrays["gt3d"])
+            results["pose3d"] = {
+                "mjd_mm": float(per_joint.mean()),
+                "mjd_mm_per_joint": dict(zip(surreal.MPII_JOINT_NAMES, per_joint.tolist(), strict=True)),
+            }
+            pred = arrays["pred3d"] - arrays["pred3d"][:, surreal.PELVIS : surreal.PELVIS + 1]
+            gt = arrays["gt3d"] - arrays["gt3d"][:, surreal.PELVIS : surreal.PELVIS + 1]
+            per_frame["pose3d"] = 1000 * np.linalg.norm(pred - gt, axis=-1).mean(axis=1)
+        results["num_frames"] = int(len(next(iter(arrays.values()))))
+        return results, per_frame
+
+
+def evaluate(model, file_pattern, trained_tasks, batch_size=8, input_size=256, max_batches=None):
+    """Metrics of `model` on the shards matching `file_pattern`: (results dict, per-frame errors by task)."""
+    trained_tasks = tasks.parse_tasks(trained_tasks)
+    accumulator = _Accumulator(trained_tasks, input_size // 4)
+    dataset = evaluation_dataset(file_pattern, trained_tasks, batch_size, input_size)
+    if max_batches:
+        dataset = dataset.take(max_batches)
+    with naming_corrupt_files(file_pattern):
+        for inputs, targets in dataset:
+            outputs = model.predict_on_batch({"image": inputs["image"]})  # Keras' compiled predict step, cached
+            accumulator.update({t: tf.convert_to_tensor(outputs[t]) for t in trained_tasks}, inputs, targets)
+    return accumulator.results()
+
+
+def headline(results):
+    """The one number per task that the logs and the study report (higher is better for pose2d/segmentation)."""
+    picks = {"pose2d": "pckh", "segmentation": "mean_iou_parts", "depth": "rmse_mm", "pose3d": "mjd_mm"}
+    return {f"{task}_{key}": results[task][key] for task, key in picks.items() if task in results}

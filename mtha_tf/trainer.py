@@ -1,0 +1,163 @@
+"""Training: data, model, distribution, callbacks, automatic resume, final evaluation. `train.py` is a thin CLI."""
+
+import json
+import os
+
+import keras
+import tensorflow as tf
+
+from mtha_tf import config as config_lib
+from mtha_tf import losses
+from mtha_tf.callbacks import EvaluationCallback, PredictionImages, TerminateOnNaN
+from mtha_tf.data.pipeline import make_dataset, naming_corrupt_files
+from mtha_tf.evaluation import evaluate, headline
+from mtha_tf.model import build_model
+
+
+class TrainingFailed(RuntimeError):
+    """Training stopped early (a non-finite loss); the message says why."""
+
+
+def make_strategy():
+    """MultiWorkerMirrored when TF_CONFIG describes a cluster, Mirrored with several GPUs, else the default."""
+    if os.environ.get("TF_CONFIG"):
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if len(tf.config.list_logical_devices("GPU")) > 1:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def is_chief():
+    cluster = json.loads(os.environ.get("TF_CONFIG", "{}"))
+    task = cluster.get("task", {})
+    has_chief = "chief" in cluster.get("cluster", {})
+    return not task or task.get("type") == "chief" or (not has_chief and task.get("index", 0) == 0)
+
+
+def set_precision(mixed_precision):
+    """mixed_float16 on GPU (Keras adds loss scaling), mixed_bfloat16 on CPU; heads and losses stay float32."""
+    if not mixed_precision:
+        keras.mixed_precision.set_global_policy("float32")
+        return "float32"
+    policy = "mixed_float16" if tf.config.list_logical_devices("GPU") else "mixed_bfloat16"
+    keras.mixed_precision.set_global_policy(policy)
+    return policy
+
+
+def data_patterns(config, workdir):
+    """(train, held-out) shard patterns: `config.data_dir`, or the embedded synthetic data cached in the work dir."""
+    if config.data_dir:
+        return os.path.join(config.data_dir, "train-*.tfrecord"), os.path.join(config.data_dir, "val-*.tfrecord")
+    from data_prep import embedded
+
+    return embedded.prepare(
+        os.path.join(workdir, "data"),
+        config.synthetic_train_clips,
+        config.synthetic_val_clips,
+        config.synthetic_frames,
+        config.frame_stride,
+        seed=config.seed,
+    )
+
+
+def compile_model(config):
+    keras.utils.set_random_seed(config.seed)
+    model = build_model(
+        config.task_names(), config.num_stacks, config.features, config.input_size, config.hourglass_depth
+    )
+    loss, loss_weights = losses.keras_losses(config.task_names(), config.num_stacks, config.task_weights)
+    optimizer = keras.optimizers.RMSprop(config.learning_rate, rho=0.99, epsilon=1e-8)
+    model.compile(optimizer=optimizer, loss=loss, loss_weights=loss_weights, jit_compile=config.jit_compile)
+    return model
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Saves weights, optimizer state and the epoch at every epoch end with tf.train.Checkpoint (written under a
+    temporary name and committed atomically, so a SIGKILL at any moment leaves the last complete checkpoint)."""
+
+    def __init__(self, directory, model, max_to_keep=2):
+        super().__init__()
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+        model.optimizer.build(model.trainable_variables)
+        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, epoch=self.epoch)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=max_to_keep)
+
+    def restore(self):
+        """Restores the latest checkpoint if any; returns the number of finished epochs."""
+        if self.manager.latest_checkpoint:
+            self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
+        return int(self.epoch.numpy())
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch.assign(epoch + 1)
+        self.manager.save(checkpoint_number=epoch + 1)
+
+
+def _write_json(path, payload):
+    partial = path + ".partial"
+    with open(partial, "w") as f:
+        json.dump(payload, f, indent=1, sort_keys=True)
+    os.replace(partial, path)
+
+
+def train(config, workdir, verbose=1):
+    """Trains (or resumes) in `workdir`; returns the metrics written to `workdir/metrics.json`."""
+    os.makedirs(workdir, exist_ok=True)
+    chief = is_chief()
+    if chief:
+        config_lib.save(config, os.path.join(workdir, "config.json"))
+    precision = set_precision(config.mixed_precision)
+    strategy = make_strategy()
+    train_pattern, val_pattern = data_patterns(config, workdir)
+    task_names = config.task_names()
+
+    with strategy.scope():
+        model = compile_model(config)
+    own_dir = workdir if chief else os.path.join(workdir, f"worker-{strategy.cluster_resolver.task_id}")
+    checkpoint = EpochCheckpoint(os.path.join(own_dir, "checkpoints"), model)
+    initial_epoch = checkpoint.restore()
+
+    untrained_path = os.path.join(workdir, "metrics_untrained.json")
+    if chief and not os.path.exists(untrained_path):
+        untrained, _ = evaluate(model, val_pattern, task_names, config.eval_batch_size, config.input_size,
+                                config.eval_max_batches)  # fmt: skip
+        _write_json(untrained_path, untrained)
+
+    dataset = make_dataset(train_pattern, task_names, training=True, batch_size=config.batch_size,
+                           input_size=config.input_size, seed=config.seed)  # fmt: skip
+    dataset = dataset.map(losses.targets_per_output(task_names, config.num_stacks))
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    dataset = dataset.with_options(options)
+    sample_images = next(iter(make_dataset(val_pattern, task_names, False, 4, config.input_size)))[0]["image"]
+    nan_guard = TerminateOnNaN()
+    callbacks = [
+        nan_guard,
+        EvaluationCallback(val_pattern, task_names, config.eval_batch_size, config.input_size, config.eval_max_batches),
+        checkpoint,
+        keras.callbacks.TensorBoard(os.path.join(own_dir, "logs"), update_freq=20),
+        PredictionImages(os.path.join(own_dir, "logs", "images"), sample_images, task_names),
+        keras.callbacks.CSVLogger(os.path.join(own_dir, "history.csv"), append=True),
+    ]
+    with naming_corrupt_files(train_pattern):
+        model.fit(dataset, epochs=config.epochs, steps_per_epoch=config.steps_per_epoch, initial_epoch=initial_epoch,
+                  callbacks=callbacks, verbose=verbose)  # fmt: skip
+    if nan_guard.message:
+        raise TrainingFailed(nan_guard.message)
+
+    results, _ = evaluate(model, val_pattern, task_names, config.eval_batch_size, config.input_size,
+                          config.eval_max_batches)  # fmt: skip
+    with open(untrained_path) as f:
+        untrained = json.load(f)
+    summary = {
+        "trained": results,
+        "untrained": untrained,
+        "headline": {"trained": headline(results), "untrained": headline(untrained)},
+        "epochs": config.epochs,
+        "precision": precision,
+        "held_out": val_pattern,
+    }
+    if chief:
+        model.save_weights(os.path.join(workdir, "final.weights.h5"))
+        _write_json(os.path.join(workdir, "metrics.json"), summary)
+    return summary

@@ -1,0 +1,69 @@
+"""Metric golden values from the fixtures' known answers (../shared/fixtures/README.md)."""
+
+import cv2
+import numpy as np
+import pytest
+import scipy.io
+
+from mtha_tf import metrics
+
+
+def test_pckh_on_mpii_validation_reproduces_the_published_numbers(real_fixtures):
+    data = scipy.io.loadmat(real_fixtures / "mpii" / "detections_our_format.mat")
+    pred = data["pos_pred_src"].transpose(2, 0, 1)
+    gt = data["pos_gt_src"].transpose(2, 0, 1)
+    visible = (1 - data["jnt_missing"]).T.astype(bool)
+    head = 0.6 * np.linalg.norm(data["headboxes_src"][1] - data["headboxes_src"][0], axis=0)
+    per_joint = metrics.pckh(pred, gt, head, visible)
+    pairs = {"Head": [9], "Shoulder": [12, 13], "Elbow": [11, 14], "Wrist": [10, 15], "Hip": [2, 3], "Knee": [1, 4],
+             "Ankle": [0, 5]}  # fmt: skip
+    published = {"Head": 95.60, "Shoulder": 92.71, "Elbow": 83.36, "Wrist": 76.74, "Hip": 81.93, "Knee": 73.36,
+                 "Ankle": 65.45}  # fmt: skip
+    for name, joints in pairs.items():
+        assert np.mean(per_joint[joints]) == pytest.approx(published[name], abs=0.005), name
+    assert metrics.pckh_mean(per_joint, visible) == pytest.approx(82.34, abs=0.005)
+
+
+@pytest.mark.parametrize(
+    "index, accuracy, foreground_iou, mean_iou", [(1, 0.876, 0.778, 0.474), (2, 0.925, 0.811, 0.445)]
+)
+def test_segmentation_on_the_authors_predictions(real_fixtures, index, accuracy, foreground_iou, mean_iou):
+    pred = scipy.io.loadmat(real_fixtures / "surreal" / f"demo_segm{index}_pred.mat")["x"] - 1  # Lua 1-based
+    gt = cv2.imread(str(real_fixtures / "surreal" / f"demo_segm{index}_gt_labels.png"), cv2.IMREAD_UNCHANGED)[None]
+    summary = metrics.segmentation_summary(metrics.confusion(pred, gt, 15))
+    assert summary["pixel_accuracy"] == pytest.approx(accuracy, abs=5e-4)
+    assert np.nanmean(metrics.segmentation_iou(pred, gt)) == pytest.approx(mean_iou, abs=5e-4)
+    assert metrics.segmentation_iou(pred > 0, gt > 0, num_classes=2)[1] == pytest.approx(foreground_iou, abs=5e-4)
+
+
+def test_segmentation_iou_accumulates_over_images_not_per_image():
+    gt = np.array([[[1, 1], [0, 0]], [[1, 0], [0, 0]]])
+    pred = np.array([[[1, 0], [0, 0]], [[1, 1], [1, 1]]])
+    iou = metrics.segmentation_iou(pred, gt, num_classes=2)
+    assert iou[1] == pytest.approx(2 / 6)  # intersections 1 + 1, unions 2 + 4
+
+
+def test_mean_joint_distance_on_bodynets_prediction(real_fixtures):
+    data = scipy.io.loadmat(real_fixtures / "surreal" / "joints3D_233.mat")
+    per_joint = metrics.mean_joint_distance_mm(data["pred"][None], data["gt"][None])
+    assert per_joint.shape == (16,) and per_joint[6] == 0.0
+    assert per_joint.mean() == pytest.approx(40.46, abs=0.005)
+    assert np.delete(per_joint, 6).mean() == pytest.approx(43.15, abs=0.005)
+
+
+def test_depth_rmse_counts_foreground_predicted_as_background():
+    gt = np.array([[[10, 11], [0, 0]]])
+    pred = np.array([[[10, 0], [5, 0]]])
+    np.testing.assert_allclose(metrics.depth_rmse_bins(pred, gt), [np.sqrt(121 / 2)])
+    parts = np.array([[[1, 2], [0, 0]]])
+    per_part = metrics.depth_rmse_per_part(pred, gt, parts)
+    assert per_part[1] == 0.0 and per_part[2] == 11.0 and np.isnan(per_part[3])
+
+
+def test_newell_pck_and_success_rate():
+    gt = np.tile(np.array([[10.0, 10.0]]), (2, 16, 1))
+    pred = gt + np.array([3.0, 0.0])
+    pred[1] += 1.0
+    per_joint, mean = metrics.newell_pck(pred, gt)
+    assert mean == 50.0 and per_joint[0] == 50.0  # 3 px <= 3.2, sqrt(17) px > 3.2
+    np.testing.assert_allclose(metrics.success_rate([10, 20, 30], [5, 20, 40]), [0, 2 / 3, 1])

@@ -1,0 +1,87 @@
+"""The multi-task Stacked Hourglass: Newell's parameter count, every task combination, losses, overfitting."""
+
+import itertools
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mtha_tf import losses, tasks
+from mtha_tf.model import build_model
+
+COMBINATIONS = [c for n in range(1, 5) for c in itertools.combinations(tasks.TASKS, n)]
+TINY = dict(num_stacks=1, features=32, input_size=64)
+
+
+def _count(weights):
+    return int(sum(np.prod(w.shape) for w in weights))
+
+
+def test_single_task_model_is_newells_network():
+    model = build_model(("pose2d",), num_stacks=2)
+    assert _count(model.trainable_weights) == 6_570_400
+    assert _count(model.non_trainable_weights) == 31_488
+    assert sorted(model.output) == ["pose2d", "pose2d_stack1"]
+
+
+def _batch(task_names, size, batch=2, seed=0):
+    rng = np.random.default_rng(seed)
+    grid = size // 4
+    images = rng.normal(size=(batch, size, size, 3)).astype(np.float32)
+    targets = {
+        "pose2d": rng.uniform(size=(batch, grid, grid, 16)).astype(np.float32),
+        "segmentation": rng.integers(0, 15, (batch, grid, grid)).astype(np.int32),
+        "depth": rng.integers(0, 20, (batch, grid, grid)).astype(np.int32),
+        "pose3d": rng.uniform(size=(batch, grid, grid, 304)).astype(np.float32),
+    }
+    return {"image": images}, {t: targets[t] for t in task_names}
+
+
+def _compiled(task_names, num_stacks=1, learning_rate=1e-3):
+    model = build_model(task_names, **dict(TINY, num_stacks=num_stacks))
+    loss, weights = losses.keras_losses(task_names, num_stacks)
+    model.compile(optimizer=keras.optimizers.RMSprop(learning_rate), loss=loss, loss_weights=weights)
+    return model
+
+
+@pytest.mark.parametrize("task_names", COMBINATIONS, ids=["+".join(c) for c in COMBINATIONS])
+def test_every_task_combination_builds_and_takes_a_training_step(task_names):
+    model = _compiled(task_names)
+    inputs, targets = _batch(task_names, 64)
+    outputs = model(inputs)
+    assert sorted(outputs) == sorted(task_names)
+    for task in task_names:
+        assert outputs[task].shape == (2, 16, 16, tasks.OUTPUT_CHANNELS[task])
+    before = [w.numpy().copy() for w in model.trainable_weights[:3]]
+    loss = model.train_on_batch(inputs, targets, return_dict=True)["loss"]
+    assert np.isfinite(loss)
+    assert any(not np.array_equal(b, w.numpy()) for b, w in zip(before, model.trainable_weights[:3], strict=True))
+
+
+def test_streams_exchange_features_between_stacks():
+    model = build_model(("pose2d", "depth"), num_stacks=2, features=32, input_size=64)
+    names = [layer.name for layer in model.layers]
+    assert "fuse_s1" in names and model.get_layer("fuse_s1").output.shape[-1] == 64  # 2 streams x 32
+    assert model.get_layer("pose2d_s1_fuse_res1_add").output.shape[-1] == 64
+    assert model.get_layer("pose2d_s1_fuse_res2_add").output.shape[-1] == 32
+    assert sorted(model.output) == ["depth", "depth_stack1", "pose2d", "pose2d_stack1"]
+
+
+def test_loss_falls_when_overfitting_one_batch():
+    model = _compiled(tasks.TASKS, num_stacks=2, learning_rate=2e-3)
+    inputs, targets = _batch(tasks.TASKS, 64, batch=2, seed=1)
+    per_output = losses.targets_per_output(tasks.TASKS, 2)(inputs, targets)[1]
+    history = [model.train_on_batch(inputs, per_output, return_dict=True)["loss"] for _ in range(25)]
+    assert history[-1] < 0.7 * history[0], history
+
+
+def test_losses_are_the_papers():
+    heatmaps = tf.zeros([1, 4, 4, 2])
+    assert float(losses.heatmap_rmse(heatmaps, heatmaps + 0.5)[0]) == pytest.approx(0.5)
+    labels = tf.zeros([1, 2, 2], tf.int32)
+    uniform = tf.zeros([1, 2, 2, 15])
+    assert float(losses.spatial_cross_entropy(labels, uniform)[0]) == pytest.approx(np.log(15), rel=1e-5)
+    loss, weights = losses.keras_losses(("pose2d", "depth"), 2, {"depth": 0.5})
+    assert sorted(loss) == ["depth", "depth_stack1", "pose2d", "pose2d_stack1"]
+    assert weights == {"pose2d": 1.0, "pose2d_stack1": 1.0, "depth": 0.5, "depth_stack1": 0.5}

@@ -1,0 +1,91 @@
+"""train.py end to end at tiny scale: what the work dir holds, kill -9 and resume, NaN guard, config."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mtha_tf import config as config_lib
+from tests.conftest import REPO
+
+TINY_RUN = ["--preset=tiny", "--epochs=3", "--steps_per_epoch=2"]
+
+
+def _train_command(workdir, *extra):
+    return [sys.executable, str(REPO / "train.py"), f"--workdir={workdir}", *TINY_RUN, *extra]
+
+
+def _checkpoint_epoch(workdir):
+    state = workdir / "checkpoints" / "checkpoint"
+    if not state.exists():
+        return 0
+    latest = tf.train.latest_checkpoint(str(workdir / "checkpoints"))
+    return int(latest.rsplit("-", 1)[1]) if latest else 0
+
+
+@pytest.fixture(scope="module")
+def killed_and_resumed(tmp_path_factory):
+    """Starts a tiny run, SIGKILLs it once the first epoch is saved, and runs the same command again."""
+    workdir = tmp_path_factory.mktemp("run")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
+    first = subprocess.Popen(_train_command(workdir), cwd=REPO, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT)  # fmt: skip
+    deadline = time.time() + 400
+    while _checkpoint_epoch(workdir) < 1 and first.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    killed_at = _checkpoint_epoch(workdir)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    second = subprocess.run(_train_command(workdir), cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    return workdir, killed_at, second
+
+
+def test_a_killed_run_resumes_from_its_last_epoch(killed_and_resumed):
+    workdir, killed_at, second = killed_and_resumed
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert 1 <= killed_at < 3, "the kill landed after the first saved epoch and before the end"
+    assert f"Epoch {killed_at + 1}/3" in second.stdout and "Epoch 1/3" not in second.stdout
+    assert _checkpoint_epoch(workdir) == 3
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(workdir / "checkpoints")))
+    iterations = [k for k in reader.get_variable_to_shape_map() if "iterations" in k]
+    assert iterations and reader.get_tensor(iterations[0]) == 3 * 2, "optimizer state carried across the kill"
+
+
+def test_the_work_dir_holds_everything_a_run_makes(killed_and_resumed):
+    workdir, _, second = killed_and_resumed
+    config = config_lib.load(str(workdir / "config.json"))
+    assert config.epochs == 3 and config.features == 32 and config.task_names() == ("pose2d", "segmentation",
+                                                                                   "depth", "pose3d")  # fmt: skip
+    assert (workdir / "final.weights.h5").exists() and (workdir / "history.csv").exists()
+    assert list((workdir / "logs").rglob("events.out.tfevents*")), "TensorBoard logs"
+    metrics = json.loads((workdir / "metrics.json").read_text())
+    assert set(metrics["trained"]) >= {"pose2d", "segmentation", "depth", "pose3d", "num_frames"}
+    assert metrics["trained"]["num_frames"] == metrics["untrained"]["num_frames"] > 0
+    assert set(metrics["headline"]["trained"]) == set(metrics["headline"]["untrained"])
+    assert "held-out   trained" in second.stdout and "val_pose2d_pckh" in (workdir / "history.csv").read_text()
+
+
+def test_a_nan_loss_stops_training_with_a_clear_message(tmp_path):
+    result = subprocess.run(
+        _train_command(tmp_path, "--learning_rate=1e30", "--tasks=pose2d"), cwd=REPO, capture_output=True, text=True,
+        timeout=600, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "non-finite loss" in result.stderr and "--learning_rate" in result.stderr
+
+
+def test_presets_and_overrides():
+    config = config_lib.make_config("paper", tasks="depth,pose2d", epochs=None)
+    assert config.task_names() == ("pose2d", "depth") and config.epochs == 30 and config.batch_size == 5
+    assert config_lib.PRESETS["paper"].learning_rate == 1e-3 and config_lib.PRESETS["paper"].num_stacks == 2
+    with pytest.raises(ValueError, match="subset"):
+        config_lib.make_config("tiny", tasks="pose2d,normals")
+    with pytest.raises(ValueError, match="preset"):
+        config_lib.make_config("huge")
+    assert np.isfinite(config_lib.PRESETS["small"].learning_rate)
