@@ -26,14 +26,18 @@ def test_single_task_model_is_newells_network():
 
 
 def _batch(task_names, size, batch=2, seed=0):
+    """Random images with structured targets: blocky label maps and one peak per heatmap channel."""
     rng = np.random.default_rng(seed)
     grid = size // 4
     images = rng.normal(size=(batch, size, size, 3)).astype(np.float32)
+    blocks = np.add.outer(np.arange(grid) // 4, np.arange(grid) // 4)
+    peaks = np.zeros((batch, grid, grid, 304), np.float32)
+    peaks[:, rng.integers(0, grid, 304), rng.integers(0, grid, 304), np.arange(304)] = 1.0
     targets = {
-        "pose2d": rng.uniform(size=(batch, grid, grid, 16)).astype(np.float32),
-        "segmentation": rng.integers(0, 15, (batch, grid, grid)).astype(np.int32),
-        "depth": rng.integers(0, 20, (batch, grid, grid)).astype(np.int32),
-        "pose3d": rng.uniform(size=(batch, grid, grid, 304)).astype(np.float32),
+        "pose2d": peaks[..., :16],
+        "segmentation": np.broadcast_to(blocks % 15, (batch, grid, grid)).astype(np.int32),
+        "depth": np.broadcast_to(blocks % 20, (batch, grid, grid)).astype(np.int32),
+        "pose3d": peaks,
     }
     return {"image": images}, {t: targets[t] for t in task_names}
 
@@ -41,7 +45,8 @@ def _batch(task_names, size, batch=2, seed=0):
 def _compiled(task_names, num_stacks=1, learning_rate=1e-3):
     model = build_model(task_names, **dict(TINY, num_stacks=num_stacks))
     loss, weights = losses.keras_losses(task_names, num_stacks)
-    model.compile(optimizer=keras.optimizers.RMSprop(learning_rate), loss=loss, loss_weights=weights)
+    # Eager steps: at these sizes tracing a training graph costs far more than running it.
+    model.compile(optimizer=keras.optimizers.RMSprop(learning_rate), loss=loss, loss_weights=weights, run_eagerly=True)
     return model
 
 
@@ -68,11 +73,12 @@ def test_streams_exchange_features_between_stacks():
     assert sorted(model.output) == ["depth", "depth_stack1", "pose2d", "pose2d_stack1"]
 
 
-def test_loss_falls_when_overfitting_one_batch():
-    model = _compiled(tasks.TASKS, num_stacks=2, learning_rate=2e-3)
-    inputs, targets = _batch(tasks.TASKS, 64, batch=2, seed=1)
-    per_output = losses.targets_per_output(tasks.TASKS, 2)(inputs, targets)[1]
-    history = [model.train_on_batch(inputs, per_output, return_dict=True)["loss"] for _ in range(25)]
+@pytest.mark.parametrize("task_names", [("pose2d", "depth"), ("segmentation", "pose3d")])
+def test_loss_falls_when_overfitting_one_batch(task_names):
+    model = _compiled(task_names, num_stacks=2, learning_rate=2e-3)
+    inputs, targets = _batch(task_names, 64, batch=2, seed=1)
+    per_output = losses.targets_per_output(task_names, 2)(inputs, targets)[1]
+    history = [model.train_on_batch(inputs, per_output, return_dict=True)["loss"] for _ in range(15)]
     assert history[-1] < 0.7 * history[0], history
 
 
