@@ -59,3 +59,12 @@ def prediction_row(image, joints_grid=None, parts=None, depth=None, heatmap_size
     if depth is not None:
         panels.append(upscale(colour_depth(depth), size))
     return np.concatenate(panels, axis=1)
+
+
+def skeleton_3d(joints_mm, size, extent_mm=1200.0):
+    """A pelvis-relative 3D skeleton [16, 3] mm drawn from the side (depth to the right, up is up) on black."""
+    canvas = np.zeros((size, size, 3), np.uint8)
+    side = np.stack([np.asarray(joints_mm)[:, 2], np.asarray(joints_mm)[:, 1]], axis=-1)
+    points = side * (size / extent_mm) + size / 2
+    cv2.putText(canvas, "3D, side view", (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (200, 200, 200), 1, cv2.LINE_AA)
+    return draw_skeleton(canvas, points, thickness=1)

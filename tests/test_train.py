@@ -94,3 +94,23 @@ def test_presets_and_overrides():
     with pytest.raises(ValueError, match="preset"):
         config_lib.make_config("huge")
     assert np.isfinite(config_lib.PRESETS["small"].learning_rate)
+
+
+def test_evaluate_writes_tables_plots_and_matches_the_training_metrics(killed_and_resumed):
+    from mtha_tf.evaluate import evaluate_workdir
+
+    workdir, _, _ = killed_and_resumed
+    results = evaluate_workdir(str(workdir))
+    trained = json.loads((workdir / "metrics.json").read_text())["trained"]
+    for task, key in (
+        ("pose2d", "pckh"),
+        ("segmentation", "mean_iou_parts"),
+        ("depth", "rmse_mm"),
+        ("pose3d", "mjd_mm"),
+    ):
+        assert results[task][key] == pytest.approx(trained[task][key], rel=1e-4, abs=1e-6)
+    out = workdir / "evaluation"
+    for name in ("pose2d.md", "segmentation.csv", "depth.md", "pose3d.csv", "success_rates.png", "predictions.png"):
+        assert (out / name).stat().st_size > 0, name
+    table = (out / "segmentation.md").read_text().splitlines()
+    assert table[0].startswith("| segmentation IoU") and len(table) == 2 + 14 + 1  # header, rule, 14 parts, mean

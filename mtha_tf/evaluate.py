@@ -1,0 +1,100 @@
+r"""Evaluates a trained work dir on held-out frames: per-part tables, success-rate plots and a prediction grid.
+
+    python -m mtha_tf.evaluate --workdir=W [--data_dir=D]
+
+Writes W/evaluation/: results.json, <task>.md and <task>.csv (rows = parts or joints, as the paper's Tables I-IV),
+success_rates.png (paper Fig. 3) and predictions.png (input with skeleton, part map, depth map, 3D skeleton).
+"""
+
+import json
+import os
+
+import numpy as np
+from absl import app, flags
+
+from mtha_tf import config as config_lib
+from mtha_tf import evaluation, report, tasks, visualize
+from mtha_tf.data.crop import transform_points
+from mtha_tf.trainer import compile_model
+
+
+def load_trained(workdir):
+    """(config, model with the work dir's final weights)."""
+    config = config_lib.load(os.path.join(workdir, "config.json"))
+    weights = os.path.join(workdir, "final.weights.h5")
+    if not os.path.exists(weights):
+        raise FileNotFoundError(f"{weights}: no final weights; has training in {workdir} finished?")
+    model = compile_model(config)
+    model.load_weights(weights)
+    return config, model
+
+
+def held_out_pattern(config, workdir, data_dir=None):
+    data_dir = data_dir or config.data_dir or os.path.join(workdir, "data", "records")
+    return os.path.join(data_dir, "val-*.tfrecord")
+
+
+def prediction_grid(model, config, pattern, path, count=6):
+    """Writes a PNG with one row per held-out frame."""
+    import cv2
+
+    task_names = config.task_names()
+    inputs, _ = next(iter(evaluation.evaluation_dataset(pattern, task_names, count, config.input_size)))
+    outputs = model.predict_on_batch({"image": inputs["image"]})
+    codecs = tasks.codecs(config.input_size // 4)
+    joints = codecs["pose2d"].decode(outputs["pose2d"])[0].numpy() if "pose2d" in outputs else None
+    parts = codecs["segmentation"].decode(outputs["segmentation"]).numpy() if "segmentation" in outputs else None
+    depth = codecs["depth"].decode(outputs["depth"])[0].numpy() if "depth" in outputs else None
+    lifted = None
+    if "pose3d" in outputs:
+        grid, bins, _ = codecs["pose3d"].decode(outputs["pose3d"])
+        import tensorflow as tf
+
+        frame = transform_points(tf.linalg.inv(inputs["heatmap_matrix"]), grid)
+        lifted = codecs["pose3d"].lift(frame, bins, inputs["pelvis_depth"], inputs["intrinsics"]).numpy()
+    rows = []
+    for i in range(inputs["image"].shape[0]):
+        row = visualize.prediction_row(
+            inputs["image"][i].numpy(),
+            None if joints is None else joints[i],
+            None if parts is None else parts[i],
+            None if depth is None else depth[i],
+            heatmap_size=config.input_size // 4,
+        )
+        if lifted is not None:
+            row = np.concatenate([row, visualize.skeleton_3d(lifted[i], config.input_size)], axis=1)
+        rows.append(row)
+    cv2.imwrite(path, np.concatenate(rows, axis=0)[..., ::-1])
+    return path
+
+
+def evaluate_workdir(workdir, data_dir=None):
+    """Runs the evaluation; returns the results dict (also written to W/evaluation/results.json)."""
+    config, model = load_trained(workdir)
+    pattern = held_out_pattern(config, workdir, data_dir)
+    results, per_frame = evaluation.evaluate(model, pattern, config.task_names(), config.eval_batch_size,
+                                             config.input_size)  # fmt: skip
+    out_dir = os.path.join(workdir, "evaluation")
+    name = os.path.basename(os.path.normpath(workdir))
+    report.write_tables({name: results}, out_dir, config.task_names())
+    report.plot_success_rates({name: per_frame}, os.path.join(out_dir, "success_rates.png"))
+    prediction_grid(model, config, pattern, os.path.join(out_dir, "predictions.png"))
+    with open(os.path.join(out_dir, "results.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    return results
+
+
+def define_flags():
+    flags.DEFINE_string("workdir", None, "A finished training work dir.", required=True)
+    flags.DEFINE_string("data_dir", None, "TFRecords holding val-*.tfrecord; default: the run's own data.")
+
+
+def main(argv):
+    del argv
+    results = evaluate_workdir(flags.FLAGS.workdir, flags.FLAGS.data_dir)
+    print(json.dumps(evaluation.headline(results), indent=1))
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

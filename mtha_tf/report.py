@@ -1,0 +1,84 @@
+"""Per-part tables laid out like the paper's Tables I-IV (Markdown and CSV) and success-rate plots (PNG)."""
+
+import csv
+import math
+import os
+
+import numpy as np
+
+# For each task: the per-part entry of the results, how it is named in the table, and whether higher is better.
+TABLES = {
+    "pose2d": ("pckh_per_joint", "PCKh@0.5 (%)", True),
+    "segmentation": ("iou_per_part", "IoU", True),
+    "depth": ("rmse_mm_per_part", "RMSE (mm)", False),
+    "pose3d": ("mjd_mm_per_joint", "MJD (mm)", False),
+}
+SUMMARY = {"pose2d": "pckh", "segmentation": "mean_iou_parts", "depth": "rmse_mm", "pose3d": "mjd_mm"}
+# Success-rate thresholds (paper Fig. 3): head lengths for 2D, pixel error rate for segmentation, mm for depth/3D.
+THRESHOLDS = {
+    "pose2d": np.linspace(0, 3.0, 61),
+    "segmentation": np.linspace(0, 0.5, 51),
+    "depth": np.linspace(0, 500, 51),
+    "pose3d": np.linspace(0, 500, 51),
+}
+
+
+def table_rows(task, columns):
+    """columns: {model name: results dict} -> (header, rows) with one row per part plus the summary row; the best
+    value of each row is marked with '*'."""
+    key, label, higher_better = TABLES[task]
+    names = list(columns)
+    parts = [p for p in next(iter(columns.values()))[task][key] if p != "background"]
+    rows = []
+    for part in parts + ["mean"]:
+        values = [columns[n][task][SUMMARY[task]] if part == "mean" else columns[n][task][key][part] for n in names]
+        finite = [v for v in values if v is not None and not math.isnan(v)]
+        best = (max if higher_better else min)(finite) if finite else None
+        cells = [("nan" if v is None or math.isnan(v) else f"{v:.2f}") + ("*" if len(names) > 1 and v == best else "")
+                 for v in values]  # fmt: skip
+        rows.append([part, *cells])
+    return [f"{task} {label}", *names], rows
+
+
+def write_tables(columns, out_dir, tasks):
+    """Writes `<task>.md` and `<task>.csv` for each task; returns the paths."""
+    os.makedirs(out_dir, exist_ok=True)
+    paths = []
+    for task in tasks:
+        header, rows = table_rows(task, columns)
+        markdown = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        markdown += ["| " + " | ".join(row) + " |" for row in rows]
+        md_path, csv_path = os.path.join(out_dir, f"{task}.md"), os.path.join(out_dir, f"{task}.csv")
+        with open(md_path, "w") as f:
+            f.write("\n".join(markdown) + "\n")
+        with open(csv_path, "w", newline="") as f:
+            csv.writer(f).writerows([header, *[[r[0], *[c.rstrip("*") for c in r[1:]]] for r in rows]])
+        paths += [md_path, csv_path]
+    return paths
+
+
+def plot_success_rates(per_frame_by_model, path):
+    """One panel per task: fraction of frames whose error is under each threshold, one curve per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mtha_tf import metrics
+
+    tasks = [t for t in THRESHOLDS if any(t in errors for errors in per_frame_by_model.values())]
+    figure, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 3.5), squeeze=False)
+    units = {"pose2d": "error / head length", "segmentation": "pixel error rate", "depth": "RMSE (mm)",
+             "pose3d": "MJD (mm)"}  # fmt: skip
+    for axis, task in zip(axes[0], tasks, strict=True):
+        for name, errors in per_frame_by_model.items():
+            if task in errors:
+                finite = np.asarray(errors[task])[np.isfinite(errors[task])]
+                axis.plot(THRESHOLDS[task], metrics.success_rate(finite, THRESHOLDS[task]), label=name)
+        axis.set(title=task, xlabel=units[task], ylabel="success rate", ylim=(0, 1.02))
+        axis.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
