@@ -15,7 +15,7 @@ from absl import app, flags
 from mtha_tf import config as config_lib
 from mtha_tf import evaluation, report, tasks, visualize
 from mtha_tf.data.crop import transform_points
-from mtha_tf.trainer import compile_model
+from mtha_tf.model import build_model
 
 
 def load_trained(workdir):
@@ -24,8 +24,9 @@ def load_trained(workdir):
     weights = os.path.join(workdir, "final.weights.h5")
     if not os.path.exists(weights):
         raise FileNotFoundError(f"{weights}: no final weights; has training in {workdir} finished?")
-    model = compile_model(config)
-    model.load_weights(weights)
+    model = build_model(config.task_names(), config.num_stacks, config.features, config.input_size,
+                        config.hourglass_depth)  # fmt: skip
+    model.load_weights(weights)  # inference only: no optimizer to restore
     return config, model
 
 
