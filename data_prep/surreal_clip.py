@@ -13,6 +13,7 @@ import numpy as np
 import scipy.io
 
 from mtha_tf import surreal
+from mtha_tf.data import crop
 
 MODALITIES = {"mp4": ".mp4", "info": "_info.mat", "segm": "_segm.mat", "depth": "_depth.mat"}
 _INFO_SHAPES = {"joints2D": (2, 24, None), "joints3D": (3, 24, None), "camLoc": (3, 1), "zrot": (None, 1)}
@@ -119,23 +120,14 @@ def load_frames(clip, modality, frames, num_frames):
     return arrays
 
 
-def person_center_scale(joints2d):
-    """SURREAL's person box from [16, 2] 0-based joints: centre (x, y) px and Newell scale (crop side = 200 * s)."""
-    low, high = joints2d.min(axis=0), joints2d.max(axis=0)
-    size = high - low + 1
-    low = low - np.array([0.25, 0.35]) * size  # extra room above the head
-    high = high + 0.25 * size
-    size = high - low + 1
-    return low + size / 2, float(max(size) / 240.0)
-
-
 def skip_reason(joints2d, joints3d_world):
     """Why the SURREAL loaders would skip a frame (None if they would not)."""
     if np.all(joints2d == np.array([0.0, 238.0])):
         return "invalid 2D joints"
     if np.all(joints3d_world == 0):
         return "invalid 3D joints"
-    center, _ = person_center_scale(joints2d)
+    center, _ = crop.person_center_scale(joints2d)  # the same box the training crops use
+    center = center.numpy()
     if not (0 <= center[0] < surreal.FRAME_WIDTH and 0 <= center[1] < surreal.FRAME_HEIGHT):
         return "person outside the image"
     return None
