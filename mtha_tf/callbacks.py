@@ -25,16 +25,21 @@ class EvaluationCallback(keras.callbacks.Callback):
     """At each epoch end: every metric of the trained tasks on held-out frames, as `val_*` entries in the logs, so
     ModelCheckpoint, TensorBoard and History see them."""
 
-    def __init__(self, file_pattern, trained_tasks, batch_size, input_size, max_batches=None):
+    def __init__(self, file_pattern, trained_tasks, batch_size, input_size, max_batches=None, forward=None):
         super().__init__()
         self.file_pattern = file_pattern
         self.tasks = tasks.parse_tasks(trained_tasks)
         self.batch_size, self.input_size, self.max_batches = batch_size, input_size, max_batches
         self.last_results = None
+        self.forward = forward
+
+    def set_model(self, model):
+        super().set_model(model)
+        self.forward = self.forward or evaluation.forward_function(model)
 
     def on_epoch_end(self, epoch, logs=None):
         self.last_results, _ = evaluation.evaluate(
-            self.model, self.file_pattern, self.tasks, self.batch_size, self.input_size, self.max_batches
+            self.model, self.file_pattern, self.tasks, self.batch_size, self.input_size, self.max_batches, self.forward
         )
         if logs is not None:
             logs.update(flatten_metrics(self.last_results))

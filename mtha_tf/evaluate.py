@@ -41,7 +41,7 @@ def prediction_grid(model, config, pattern, path, count=6):
 
     task_names = config.task_names()
     inputs, _ = next(iter(evaluation.evaluation_dataset(pattern, task_names, count, config.input_size)))
-    outputs = model.predict_on_batch({"image": inputs["image"]})
+    outputs = model({"image": inputs["image"]}, training=False)
     codecs = tasks.codecs(config.input_size // 4)
     joints = codecs["pose2d"].decode(outputs["pose2d"])[0].numpy() if "pose2d" in outputs else None
     parts = codecs["segmentation"].decode(outputs["segmentation"]).numpy() if "segmentation" in outputs else None
@@ -70,7 +70,7 @@ def prediction_grid(model, config, pattern, path, count=6):
 
 
 def evaluate_workdir(workdir, data_dir=None):
-    """Runs the evaluation; returns the results dict (also written to W/evaluation/results.json)."""
+    """Runs the evaluation; returns (results dict, also written to W/evaluation/results.json; per-frame errors)."""
     config, model = load_trained(workdir)
     pattern = held_out_pattern(config, workdir, data_dir)
     results, per_frame = evaluation.evaluate(model, pattern, config.task_names(), config.eval_batch_size,
@@ -82,7 +82,7 @@ def evaluate_workdir(workdir, data_dir=None):
     prediction_grid(model, config, pattern, os.path.join(out_dir, "predictions.png"))
     with open(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
-    return results
+    return results, per_frame
 
 
 def define_flags():
@@ -92,7 +92,7 @@ def define_flags():
 
 def main(argv):
     del argv
-    results = evaluate_workdir(flags.FLAGS.workdir, flags.FLAGS.data_dir)
+    results, _ = evaluate_workdir(flags.FLAGS.workdir, flags.FLAGS.data_dir)
     print(json.dumps(evaluation.headline(results), indent=1))
 
 

@@ -108,8 +108,18 @@ class _Accumulator:
         return results, per_frame
 
 
-def evaluate(model, file_pattern, trained_tasks, batch_size=8, input_size=256, max_batches=None):
-    """Metrics of `model` on the shards matching `file_pattern`: (results dict, per-frame errors by task)."""
+def forward_function(model):
+    """The model's inference pass as a local tf.function. Not Keras' predict_on_batch: under MultiWorkerMirroredStrategy
+    that all-gathers across workers, so an evaluation run by the chief alone would wait for the others forever."""
+    return tf.function(lambda images: model({"image": images}, training=False), reduce_retracing=True)
+
+
+def evaluate(model, file_pattern, trained_tasks, batch_size=8, input_size=256, max_batches=None, forward=None):
+    """Metrics of `model` on the shards matching `file_pattern`: (results dict, per-frame errors by task).
+
+    `forward`: a cached `forward_function(model)` (callbacks keep one to avoid tracing at every epoch).
+    """
+    forward = forward or forward_function(model)
     trained_tasks = tasks.parse_tasks(trained_tasks)
     accumulator = _Accumulator(trained_tasks, input_size // 4)
     dataset = evaluation_dataset(file_pattern, trained_tasks, batch_size, input_size)
@@ -117,8 +127,8 @@ def evaluate(model, file_pattern, trained_tasks, batch_size=8, input_size=256, m
         dataset = dataset.take(max_batches)
     with naming_corrupt_files(file_pattern):
         for inputs, targets in dataset:
-            outputs = model.predict_on_batch({"image": inputs["image"]})  # Keras' compiled predict step, cached
-            accumulator.update({t: tf.convert_to_tensor(outputs[t]) for t in trained_tasks}, inputs, targets)
+            outputs = forward(inputs["image"])
+            accumulator.update({t: outputs[t] for t in trained_tasks}, inputs, targets)
     return accumulator.results()
 
 

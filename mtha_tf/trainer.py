@@ -10,7 +10,7 @@ from mtha_tf import config as config_lib
 from mtha_tf import losses
 from mtha_tf.callbacks import EvaluationCallback, PredictionImages, TerminateOnNaN
 from mtha_tf.data.pipeline import make_dataset, naming_corrupt_files
-from mtha_tf.evaluation import evaluate, headline
+from mtha_tf.evaluation import evaluate, forward_function, headline
 from mtha_tf.model import build_model
 
 
@@ -71,6 +71,30 @@ def compile_model(config):
     return model
 
 
+def work_around_multi_worker_keras(model, strategy, dataset):
+    """Two Keras 3 gaps under MultiWorkerMirroredStrategy, patched on this model only.
+
+    fit() builds the model from a first batch that it reduces across workers, which fails for a nested (dict) batch
+    (keras-team/keras#20329, open): build from one local batch instead. It then averages each step's logs across
+    workers along axis 0, which scalars lack: the patched step returns them as [1] vectors (gradients are all-reduced
+    by the strategy as usual; only the logged values pass through here).
+    """
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return
+    local_batch = next(iter(dataset))
+    train_step = model.train_step
+
+    def build(iterator=None, data_batch=None):
+        with strategy.scope():
+            model._symbolic_build(data_batch=local_batch)
+
+    def train_step_with_vector_logs(data):
+        return {name: tf.reshape(value, [1]) for name, value in train_step(data).items()}
+
+    model._maybe_symbolic_build = build
+    model.train_step = train_step_with_vector_logs
+
+
 class EpochCheckpoint(keras.callbacks.Callback):
     """Saves weights, optimizer state and the epoch at every epoch end with tf.train.Checkpoint (written under a
     temporary name and committed atomically, so a SIGKILL at any moment leaves the last complete checkpoint)."""
@@ -108,19 +132,22 @@ def train(config, workdir, verbose=1):
         config_lib.save(config, os.path.join(workdir, "config.json"))
     precision = set_precision(config.mixed_precision)
     strategy = make_strategy()
-    train_pattern, val_pattern = data_patterns(config, workdir)
+    # Workers other than the chief keep their state apart (checkpoints are written by every worker of a
+    # MultiWorkerMirroredStrategy) and generate their own copy of the deterministic embedded data.
+    own_dir = workdir if chief else os.path.join(workdir, f"worker-{strategy.cluster_resolver.task_id}")
+    train_pattern, val_pattern = data_patterns(config, own_dir)
     task_names = config.task_names()
 
     with strategy.scope():
         model = compile_model(config)
-    own_dir = workdir if chief else os.path.join(workdir, f"worker-{strategy.cluster_resolver.task_id}")
-    checkpoint = EpochCheckpoint(os.path.join(own_dir, "checkpoints"), model)
-    initial_epoch = checkpoint.restore()
+        checkpoint = EpochCheckpoint(os.path.join(own_dir, "checkpoints"), model)
+        initial_epoch = checkpoint.restore()
 
+    forward = forward_function(model)
     untrained_path = os.path.join(workdir, "metrics_untrained.json")
     if chief and not os.path.exists(untrained_path):
         untrained, _ = evaluate(model, val_pattern, task_names, config.eval_batch_size, config.input_size,
-                                config.eval_max_batches)  # fmt: skip
+                                config.eval_max_batches, forward)  # fmt: skip
         _write_json(untrained_path, untrained)
 
     dataset = make_dataset(train_pattern, task_names, training=True, batch_size=config.batch_size,
@@ -129,11 +156,14 @@ def train(config, workdir, verbose=1):
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     dataset = dataset.with_options(options)
+    work_around_multi_worker_keras(model, strategy, dataset)
     sample_images = next(iter(make_dataset(val_pattern, task_names, False, 4, config.input_size)))[0]["image"]
     nan_guard = TerminateOnNaN()
     callbacks = [
         nan_guard,
-        EvaluationCallback(val_pattern, task_names, config.eval_batch_size, config.input_size, config.eval_max_batches),
+        EvaluationCallback(
+            val_pattern, task_names, config.eval_batch_size, config.input_size, config.eval_max_batches, forward
+        ),  # fmt: skip
         checkpoint,
         keras.callbacks.TensorBoard(os.path.join(own_dir, "logs"), update_freq=20),
         PredictionImages(os.path.join(own_dir, "logs", "images"), sample_images, task_names),
@@ -146,7 +176,7 @@ def train(config, workdir, verbose=1):
         raise TrainingFailed(nan_guard.message)
 
     results, _ = evaluate(model, val_pattern, task_names, config.eval_batch_size, config.input_size,
-                          config.eval_max_batches)  # fmt: skip
+                          config.eval_max_batches, forward)  # fmt: skip
     with open(untrained_path) as f:
         untrained = json.load(f)
     summary = {

@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ import tensorflow as tf
 
 from mtha_tf import config as config_lib
 from mtha_tf.callbacks import TerminateOnNaN
+from mtha_tf.model import build_model
 from tests.conftest import REPO
 
 TINY_RUN = ["--preset=tiny", "--epochs=3", "--steps_per_epoch=2"]
@@ -100,7 +102,7 @@ def test_evaluate_writes_tables_plots_and_matches_the_training_metrics(killed_an
     from mtha_tf.evaluate import evaluate_workdir
 
     workdir, _, _ = killed_and_resumed
-    results = evaluate_workdir(str(workdir))
+    results, _ = evaluate_workdir(str(workdir))
     trained = json.loads((workdir / "metrics.json").read_text())["trained"]
     for task, key in (
         ("pose2d", "pckh"),
@@ -114,3 +116,50 @@ def test_evaluate_writes_tables_plots_and_matches_the_training_metrics(killed_an
         assert (out / name).stat().st_size > 0, name
     table = (out / "segmentation.md").read_text().splitlines()
     assert table[0].startswith("| segmentation IoU") and len(table) == 2 + 14 + 1  # header, rule, 14 parts, mean
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_two_workers_on_loopback_finish_with_identical_weights(tmp_path):
+    """MultiWorkerMirroredStrategy through TF_CONFIG: two local processes train a few synchronised steps."""
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
+    workdir = tmp_path / "run"
+    processes = []
+    for index in range(2):
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="",
+                   TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))  # fmt: skip
+        command = [sys.executable, str(REPO / "train.py"), f"--workdir={workdir}", "--preset=tiny", "--epochs=1",
+                   "--steps_per_epoch=3", "--tasks=pose2d,depth"]  # fmt: skip
+        log = open(tmp_path / f"worker{index}.log", "w")
+        processes.append((subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT), log))
+    for process, log in processes:
+        try:
+            process.wait(timeout=420)
+        finally:
+            process.kill()
+            log.close()
+    logs = [(tmp_path / f"worker{i}.log").read_text()[-3000:] for i in range(2)]
+    assert [p.returncode for p, _ in processes] == [0, 0], logs
+
+    def variables(checkpoint_dir):
+        """Everything the worker saved: weights, BatchNorm moving averages, optimizer slots, step counter."""
+        reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(checkpoint_dir)))
+        names = [n for n in reader.get_variable_to_shape_map() if n != "_CHECKPOINTABLE_OBJECT_GRAPH"]
+        return {n: reader.get_tensor(n) for n in names}
+
+    chief, other = variables(workdir / "checkpoints"), variables(workdir / "worker-1" / "checkpoints")
+    assert chief.keys() == other.keys()
+    for name in chief:
+        np.testing.assert_array_equal(chief[name], other[name], err_msg=name)
+    model = build_model(("pose2d", "depth"), num_stacks=1, features=32, input_size=64)
+    trainable = sum(w.numpy().size for w in model.trainable_weights)
+    assert sum(v.size for v in chief.values()) > model.count_params() + trainable, "weights and optimizer slots"
+    assert (workdir / "metrics.json").exists() and not (workdir / "worker-1" / "metrics.json").exists()

@@ -1,0 +1,146 @@
+r"""The paper's study: one model per task combination, compared part by part on the same held-out data.
+
+    python -m mtha_tf.study --target_task=depth [--combinations=paper] [--study_dir=study] [--preset=...] [...]
+
+For the target task it trains (or reuses) every combination that contains it -- the paper's 8 per task: the task
+alone plus each subset of the other three -- evaluates all of them on the same held-out frames and writes, under
+`study_dir/<target_task>/`: `<target_task>.md/.csv` (one column per combination, one row per part, best per row
+marked, as the paper's Tables I-IV), `success_rates.png` (Fig. 3), `improvement.png` (Fig. 4: the best multi-task
+model's gain per part over the single-task model) and `results.json`. Runs live in `study_dir/runs/<tasks>/`; a
+finished one is reused, an interrupted one resumes, so running the same command again continues the study.
+"""
+
+import dataclasses
+import itertools
+import json
+import math
+import os
+
+import numpy as np
+from absl import app, flags
+
+from mtha_tf import config as config_lib
+from mtha_tf import evaluate, report, tasks, trainer
+
+
+def combinations(target_task, which="paper"):
+    """ "paper": the target alone, then with every subset of the other tasks (8); "all": every non-empty subset of
+    the four tasks (15); else an explicit list like "pose2d;pose2d,depth". Returns task tuples in canonical order."""
+    if which == "paper":
+        others = [t for t in tasks.TASKS if t != target_task]
+        subsets = [c for size in range(len(others) + 1) for c in itertools.combinations(others, size)]
+        return [tasks.parse_tasks((target_task, *subset)) for subset in subsets]
+    if which == "all":
+        return [tasks.parse_tasks(c) for size in range(1, 5) for c in itertools.combinations(tasks.TASKS, size)]
+    return [tasks.parse_tasks(spec) for spec in which.split(";") if spec.strip()]
+
+
+def run_name(task_names):
+    return "+".join(task_names)
+
+
+def _shared_data_dir(config, study_dir):
+    """Every combination trains and is evaluated on the same records: `config.data_dir`, or the embedded data
+    generated once for the whole study."""
+    if config.data_dir:
+        return config.data_dir
+    train_pattern, _ = trainer.data_patterns(config, study_dir)
+    return os.path.dirname(train_pattern)
+
+
+def train_combination(config, workdir):
+    """Trains unless `workdir` already holds a finished run of the same config (an unfinished one resumes)."""
+    config_path = os.path.join(workdir, "config.json")
+    if os.path.exists(config_path) and config_lib.load(config_path) != config:
+        raise ValueError(f"{config_path} describes another configuration; use a new --study_dir for this one")
+    if not os.path.exists(os.path.join(workdir, "metrics.json")):
+        trainer.train(config, workdir)
+
+
+def improvement_per_part(single, multi, task):
+    """{part: gain of `multi` over `single`} for one task's results, positive = better (paper Fig. 4)."""
+    key, _, higher_better = report.TABLES[task]
+    sign = 1.0 if higher_better else -1.0
+    return {part: sign * (multi[task][key][part] - value) for part, value in single[task][key].items()
+            if part != "background"}  # fmt: skip
+
+
+def best_multi_task(results, target_task):
+    """The name of the multi-task combination with the best summary value for the target task, or None."""
+    _, _, higher_better = report.TABLES[target_task]
+    key = report.SUMMARY[target_task]
+    multi = {name: r[target_task][key] for name, r in results.items() if "+" in name}
+    if not multi:
+        return None
+    return (max if higher_better else min)(multi, key=multi.get)
+
+
+def plot_improvement(gains, title, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    parts = list(gains)
+    values = [0.0 if math.isnan(gains[p]) else gains[p] for p in parts]
+    figure, axis = plt.subplots(figsize=(max(6, 0.5 * len(parts)), 3.5))
+    axis.bar(parts, values, color=["tab:green" if v >= 0 else "tab:red" for v in values])
+    axis.axhline(0, color="black", linewidth=0.8)
+    axis.set(title=title, ylabel="improvement over single-task")
+    axis.tick_params(axis="x", rotation=60)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def run_study(target_task, which, base_config, study_dir):
+    """Trains/reuses, evaluates and reports; returns {run name: results dict}."""
+    data_dir = _shared_data_dir(base_config, study_dir)
+    results, per_frame = {}, {}
+    for task_names in combinations(target_task, which):
+        if target_task not in task_names:
+            raise ValueError(f"combination {run_name(task_names)} does not contain the target task {target_task}")
+        name = run_name(task_names)
+        workdir = os.path.join(study_dir, "runs", name)
+        config = dataclasses.replace(base_config, tasks=",".join(task_names), data_dir=data_dir)
+        train_combination(config, workdir)
+        results[name], per_frame[name] = evaluate.evaluate_workdir(workdir)
+
+    out_dir = os.path.join(study_dir, target_task)
+    report.write_tables(results, out_dir, [target_task])
+    report.plot_success_rates({n: {target_task: e[target_task]} for n, e in per_frame.items()},
+                              os.path.join(out_dir, "success_rates.png"))  # fmt: skip
+    best = best_multi_task(results, target_task)
+    if best and target_task in results:
+        gains = improvement_per_part(results[target_task], results[best], target_task)
+        title = f"{target_task}: {best} vs {target_task} alone"
+        plot_improvement(gains, title, os.path.join(out_dir, "improvement.png"))
+    held_out = os.path.join(data_dir, "val-*.tfrecord")
+    summary = {"target_task": target_task, "best_multi_task": best, "held_out": held_out, "results": results}
+    with open(os.path.join(out_dir, "results.json"), "w") as f:
+        json.dump(summary, f, indent=1, default=lambda v: None if isinstance(v, float) and np.isnan(v) else v)
+    return results
+
+
+def main(argv):
+    del argv
+    from mtha_tf.config_flags import config_from_flags
+
+    values = flags.FLAGS
+    config = config_from_flags(tasks=values.target_task)
+    results = run_study(values.target_task, values.combinations, config, values.study_dir)
+    key = report.SUMMARY[values.target_task]
+    for name, result in results.items():
+        print(f"{name:40s} {values.target_task} {key}: {result[values.target_task][key]:.2f}")
+
+
+if __name__ == "__main__":
+    from mtha_tf.config_flags import define_config_flags
+
+    define_config_flags(exclude=("tasks",))
+    flags.DEFINE_enum("target_task", None, list(tasks.TASKS), "The task whose tables the study writes.", required=True)
+    flags.DEFINE_string("combinations", "paper", '"paper" (8 combinations with the target), "all" (15), or a list '
+                        'like "pose2d;pose2d,depth".')  # fmt: skip
+    flags.DEFINE_string("study_dir", "study", "Holds the runs, the shared embedded data and the reports.")
+    app.run(main)

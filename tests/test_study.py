@@ -1,0 +1,71 @@
+"""The study: combinations, the improvement rule, and a tiny two-combination run whose numbers equal `evaluate`'s."""
+
+import json
+
+import pytest
+
+from mtha_tf import config as config_lib
+from mtha_tf import study, tasks, trainer
+from mtha_tf.evaluate import evaluate_workdir
+
+
+def test_the_paper_combinations():
+    paper = study.combinations("depth")
+    assert len(set(paper)) == 8 and paper[0] == ("depth",) and all("depth" in c for c in paper)
+    assert tasks.TASKS in paper
+    assert len({c for target in tasks.TASKS for c in study.combinations(target)}) == 15
+    assert len(study.combinations("depth", "all")) == 15
+    assert study.combinations("pose2d", "pose2d; depth,pose2d") == [("pose2d",), ("pose2d", "depth")]
+
+
+def test_improvement_is_positive_when_the_multi_task_model_is_better():
+    single = {"depth": {"rmse_mm_per_part": {"head": 100.0, "torso": 50.0}}, "pose2d": {"pckh_per_joint": {"a": 80.0}}}
+    multi = {"depth": {"rmse_mm_per_part": {"head": 90.0, "torso": 55.0}}, "pose2d": {"pckh_per_joint": {"a": 85.0}}}
+    assert study.improvement_per_part(single, multi, "depth") == {"head": 10.0, "torso": -5.0}
+    assert study.improvement_per_part(single, multi, "pose2d") == {"a": 5.0}
+    summaries = {"depth": {"depth": {"rmse_mm": 80.0}}, "depth+pose2d": {"depth": {"rmse_mm": 70.0}},
+                 "segmentation+depth": {"depth": {"rmse_mm": 75.0}}}  # fmt: skip
+    assert study.best_multi_task(summaries, "depth") == "depth+pose2d"
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory):
+    study_dir = tmp_path_factory.mktemp("study")
+    config = config_lib.make_config("tiny", epochs=1, steps_per_epoch=2)
+    results = study.run_study("pose2d", "pose2d;pose2d,segmentation", config, str(study_dir))
+    return study_dir, config, results
+
+
+def test_a_tiny_study_writes_the_comparison_tables_and_plots(tiny_study):
+    study_dir, _, results = tiny_study
+    assert list(results) == ["pose2d", "pose2d+segmentation"]
+    out = study_dir / "pose2d"
+    table = (out / "pose2d.md").read_text().splitlines()
+    assert table[0] == "| pose2d PCKh@0.5 (%) | pose2d | pose2d+segmentation |"
+    assert len(table) == 2 + 16 + 1 and all("*" in row for row in table[2:]), "one row per joint, best marked"
+    for name in ("pose2d.csv", "success_rates.png", "improvement.png"):
+        assert (out / name).stat().st_size > 0, name
+    summary = json.loads((out / "results.json").read_text())
+    assert summary["best_multi_task"] == "pose2d+segmentation" and set(summary["results"]) == set(results)
+    runs = sorted(p.name for p in (study_dir / "runs").iterdir())
+    assert runs == ["pose2d", "pose2d+segmentation"]
+    held_out = {config_lib.load(str(study_dir / "runs" / r / "config.json")).data_dir for r in runs}
+    assert len(held_out) == 1, "every combination uses the same data"
+
+
+def test_the_study_numbers_equal_evaluate_and_a_second_run_reuses_the_models(tiny_study, monkeypatch):
+    study_dir, config, results = tiny_study
+    for name, result in results.items():
+        evaluated, _ = evaluate_workdir(str(study_dir / "runs" / name))
+        assert evaluated["pose2d"]["pckh_per_joint"] == result["pose2d"]["pckh_per_joint"]
+        assert evaluated["pose2d"]["pckh"] == result["pose2d"]["pckh"]
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished combination was trained again")
+
+    monkeypatch.setattr(trainer, "train", no_training)
+    again = study.run_study("pose2d", "pose2d;pose2d,segmentation", config, str(study_dir))
+    assert again["pose2d+segmentation"]["pose2d"]["pckh"] == results["pose2d+segmentation"]["pose2d"]["pckh"]
+    with pytest.raises(ValueError, match="another configuration"):
+        changed = config_lib.make_config("tiny", epochs=2, steps_per_epoch=2)
+        study.run_study("pose2d", "pose2d", changed, str(study_dir))
