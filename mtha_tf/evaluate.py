@@ -9,6 +9,7 @@ success_rates.png (paper Fig. 3) and predictions.png (input with skeleton, part 
 import json
 import os
 
+import keras
 import numpy as np
 from absl import app, flags
 
@@ -24,8 +25,14 @@ def load_trained(workdir):
     weights = os.path.join(workdir, "final.weights.h5")
     if not os.path.exists(weights):
         raise FileNotFoundError(f"{weights}: no final weights; has training in {workdir} finished?")
-    model = build_model(config.task_names(), config.num_stacks, config.features, config.input_size,
-                        config.hourglass_depth)  # fmt: skip
+    # Inference runs in float32 whatever the training precision was (the weights are float32 either way).
+    policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        model = build_model(config.task_names(), config.num_stacks, config.features, config.input_size,
+                            config.hourglass_depth)  # fmt: skip
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
     model.load_weights(weights)  # inference only: no optimizer to restore
     return config, model
 

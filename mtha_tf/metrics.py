@@ -96,6 +96,27 @@ def depth_rmse_bins(pred, gt):
         return np.sqrt(squared / foreground.sum(axis=(1, 2)))
 
 
+def depth_rmse_bins_union(pred, gt):
+    """Per-image RMSE in bins over the union of ground-truth and predicted foreground [N].
+
+    Not in the reference code: its metric ignores pixels wrongly predicted as foreground, so a network that paints
+    one bin over the whole crop (an untrained one often does) scores about as well as the paper's (4.4 bins). Here
+    a background pixel predicted as bin k counts k, as a foreground pixel predicted as background counts its bin.
+    """
+    pred, gt = np.asarray(pred, float), np.asarray(gt, float)
+    union = (gt > 0) | (pred > 0)
+    squared = np.where(union, (pred - gt) ** 2, 0.0).sum(axis=(1, 2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.sqrt(squared / union.sum(axis=(1, 2)))
+
+
+def foreground_iou(pred, gt):
+    """IoU of the predicted and ground-truth foreground (label > 0), accumulated over all N images."""
+    pred, gt = np.asarray(pred) > 0, np.asarray(gt) > 0
+    union = (pred | gt).sum()
+    return float((pred & gt).sum() / union) if union else float("nan")
+
+
 def depth_rmse_per_part(pred, gt, parts, num_parts=surreal.NUM_PART_CLASSES):
     """RMSE in bins over the pixels of each ground-truth part [num_parts] (index 0 unused: NaN), pooled over images."""
     pred, gt, parts = np.asarray(pred, float), np.asarray(gt, float), np.asarray(parts)

@@ -124,6 +124,15 @@ def _write_json(path, payload):
     os.replace(partial, path)
 
 
+def export_final(workdir):
+    """The SavedModel of the final weights as version 1 under workdir/export (TF Serving's base path)."""
+    from export.saved_model import export_workdir
+
+    export_dir = os.path.join(workdir, "export")
+    existing = os.path.join(export_dir, "1")
+    return existing if os.path.isdir(existing) else export_workdir(workdir, export_dir, version=1)
+
+
 def train(config, workdir, verbose=1):
     """Trains (or resumes) in `workdir`; returns the metrics written to `workdir/metrics.json`."""
     os.makedirs(workdir, exist_ok=True)
@@ -189,5 +198,7 @@ def train(config, workdir, verbose=1):
     }
     if chief:
         model.save_weights(os.path.join(workdir, "final.weights.h5"))
-        _write_json(os.path.join(workdir, "metrics.json"), summary)
+        if config.export:
+            summary["export"] = export_final(workdir)
+        _write_json(os.path.join(workdir, "metrics.json"), summary)  # written last: it marks a finished run
     return summary

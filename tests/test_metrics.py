@@ -67,3 +67,14 @@ def test_newell_pck_and_success_rate():
     per_joint, mean = metrics.newell_pck(pred, gt)
     assert mean == 50.0 and per_joint[0] == 50.0  # 3 px <= 3.2, sqrt(17) px > 3.2
     np.testing.assert_allclose(metrics.success_rate([10, 20, 30], [5, 20, 40]), [0, 2 / 3, 1])
+
+
+def test_the_union_depth_rmse_counts_what_the_reference_metric_ignores():
+    gt = np.zeros((1, 4, 4), int)
+    gt[0, 1:3, 1:3] = 10
+    everywhere = np.full((1, 4, 4), 10)  # one bin painted over the whole crop
+    assert metrics.depth_rmse_bins(everywhere, gt)[0] == 0.0, "the reference metric only looks at GT foreground"
+    assert metrics.depth_rmse_bins_union(everywhere, gt)[0] == pytest.approx(np.sqrt(12 * 100 / 16))
+    assert metrics.foreground_iou(everywhere, gt) == pytest.approx(4 / 16)
+    exact = gt.copy()
+    assert metrics.depth_rmse_bins_union(exact, gt)[0] == 0.0 and metrics.foreground_iou(exact, gt) == 1.0

@@ -31,7 +31,7 @@ def test_improvement_is_positive_when_the_multi_task_model_is_better():
 @pytest.fixture(scope="module")
 def tiny_study(tmp_path_factory):
     study_dir = tmp_path_factory.mktemp("study")
-    config = config_lib.make_config("tiny", epochs=1, steps_per_epoch=2)
+    config = config_lib.make_config("tiny", epochs=1, steps_per_epoch=2, export=False)
     results = study.run_study("pose2d", "pose2d;pose2d,segmentation", config, str(study_dir))
     return study_dir, config, results
 
@@ -67,5 +67,5 @@ def test_the_study_numbers_equal_evaluate_and_a_second_run_reuses_the_models(tin
     again = study.run_study("pose2d", "pose2d;pose2d,segmentation", config, str(study_dir))
     assert again["pose2d+segmentation"]["pose2d"]["pckh"] == results["pose2d+segmentation"]["pose2d"]["pckh"]
     with pytest.raises(ValueError, match="another configuration"):
-        changed = config_lib.make_config("tiny", epochs=2, steps_per_epoch=2)
+        changed = config_lib.make_config("tiny", epochs=2, steps_per_epoch=2, export=False)
         study.run_study("pose2d", "pose2d", changed, str(study_dir))

@@ -67,6 +67,7 @@ def test_the_work_dir_holds_everything_a_run_makes(killed_and_resumed):
     assert config.epochs == 3 and config.features == 32 and config.task_names() == ("pose2d", "segmentation",
                                                                                    "depth", "pose3d")  # fmt: skip
     assert (workdir / "final.weights.h5").exists() and (workdir / "history.csv").exists()
+    assert (workdir / "export" / "1" / "saved_model.pb").exists() and (workdir / "export" / "models.config").exists()
     assert list((workdir / "logs").rglob("events.out.tfevents*")), "TensorBoard logs"
     metrics = json.loads((workdir / "metrics.json").read_text())
     assert set(metrics["trained"]) >= {"pose2d", "segmentation", "depth", "pose3d", "num_frames"}

@@ -55,13 +55,18 @@ def warp(image, matrix, resolution, interpolation):
 
     `interpolation` is "BILINEAR" (RGB) or "NEAREST" (label maps, depth: values are copied, never mixed).
     """
+    return warp_to_shape(image, matrix, tf.constant([resolution, resolution]), interpolation)
+
+
+def warp_to_shape(image, matrix, output_shape, interpolation):
+    """`warp` into any [height, width] (`output_shape`, int32 [2]): e.g. a label map back into an image's frame."""
     inverse = tf.linalg.inv(matrix)
     transform = tf.reshape(tf.concat([inverse[0], inverse[1, :], inverse[2, :2]], 0), [1, 8])
     dtype = image.dtype
     warped = tf.raw_ops.ImageProjectiveTransformV3(
         images=tf.cast(image, tf.float32)[None],
         transforms=transform,
-        output_shape=tf.constant([resolution, resolution]),
+        output_shape=tf.cast(output_shape, tf.int32),
         fill_value=0.0,
         interpolation=interpolation,
         fill_mode="CONSTANT",

@@ -45,5 +45,9 @@ class DepthCodec:
         """[..., H, W, 20] scores -> (labels int32 [..., H, W], metres relative to the pelvis at bin centres, 0 on
         background)."""
         labels = tf.argmax(logits, axis=-1, output_type=tf.int32)
+        return labels, self.metres(labels)
+
+    def metres(self, labels):
+        """int labels -> depth relative to the pelvis at the bin centres (metres), 0 on background."""
         centre = (tf.cast(labels, tf.float32) - (self.num_bins + 1) / 2.0 - 0.5) * self.step_m
-        return labels, tf.where(labels > 0, centre, 0.0)
+        return tf.where(labels > 0, centre, 0.0)

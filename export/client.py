@@ -1,0 +1,125 @@
+r"""Clients for the served model: TF Serving's REST and gRPC Predict APIs.
+
+    python -m export.client --server=localhost:8500 --image=x.jpg [--protocol=grpc|rest] [--box=x0,y0,x1,y1]
+
+Both clients send encoded images (any JPEG or PNG; decoding and cropping happen in the served graph) and return a
+dict of numpy arrays keyed like the SavedModel's outputs (see `export.serving`). With a box, focal length or pelvis
+depth they call the `with_box` signature, else `serving_default`.
+"""
+
+import base64
+import json
+import sys
+import urllib.error
+import urllib.request
+
+import numpy as np
+
+
+class ServingError(RuntimeError):
+    """The server refused the request; the message is the server's."""
+
+
+def _signature_inputs(images, box, focal_length, pelvis_depth):
+    count = len(images)
+    if box is None and focal_length is None and pelvis_depth is None:
+        return "serving_default", {}
+    box = np.zeros((count, 4), np.float32) if box is None else np.asarray(box, np.float32).reshape(count, 4)
+    focal = np.broadcast_to(np.asarray(focal_length or 0.0, np.float32), (count,))
+    pelvis = np.broadcast_to(np.asarray(pelvis_depth or 0.0, np.float32), (count,))
+    return "with_box", {"box": box, "focal_length": focal, "pelvis_depth": pelvis}
+
+
+class RestClient:
+    """`POST /v1/models/<name>:predict` with TF Serving's row format; images travel as {"b64": ...}."""
+
+    def __init__(self, server="localhost:8501", model_name="mtha", timeout=60.0):
+        self.url = f"http://{server}/v1/models/{model_name}:predict"
+        self.timeout = timeout
+
+    def predict(self, images, box=None, focal_length=None, pelvis_depth=None):
+        signature, extra = _signature_inputs(images, box, focal_length, pelvis_depth)
+        instances = []
+        for i, image in enumerate(images):
+            row = {"image_bytes": {"b64": base64.b64encode(image).decode("ascii")}}
+            row.update({name: value[i].tolist() for name, value in extra.items()})
+            instances.append(row)
+        body = json.dumps({"signature_name": signature, "instances": instances}).encode()
+        request = urllib.request.Request(self.url, body, {"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                rows = json.loads(response.read())["predictions"]
+        except urllib.error.HTTPError as error:
+            raise ServingError(f"HTTP {error.code}: {json.loads(error.read()).get('error', '')}") from None
+        return {name: np.array([row[name] for row in rows]) for name in rows[0]}
+
+
+class GrpcClient:
+    """`tensorflow.serving.PredictionService/Predict` with the stubs of `tensorflow-serving-api`."""
+
+    def __init__(self, server="localhost:8500", model_name="mtha", timeout=60.0):
+        import grpc
+        from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+        self.channel = grpc.insecure_channel(server, options=[("grpc.max_receive_message_length", 256 << 20)])
+        self.stub = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
+        self.model_name, self.timeout = model_name, timeout
+
+    def predict(self, images, box=None, focal_length=None, pelvis_depth=None):
+        import grpc
+        import tensorflow as tf
+        from tensorflow_serving.apis import predict_pb2
+
+        signature, extra = _signature_inputs(images, box, focal_length, pelvis_depth)
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name, request.model_spec.signature_name = self.model_name, signature
+        request.inputs["image_bytes"].CopyFrom(tf.make_tensor_proto(list(images), dtype=tf.string))
+        for name, value in extra.items():
+            request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
+        try:
+            response = self.stub.Predict(request, timeout=self.timeout)
+        except grpc.RpcError as error:
+            raise ServingError(f"{error.code().name}: {error.details()}") from None
+        return {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
+
+    def close(self):
+        self.channel.close()
+
+
+def summary(outputs):
+    """JSON-ready: joints and their scores in full, maps as their shapes (they can be large)."""
+    keep = ("joints2d", "joints2d_score", "joints3d", "image_size")
+    result = {name: np.round(value, 2).tolist() for name, value in outputs.items() if name in keep}
+    result.update({name: {"shape": list(value.shape)} for name, value in outputs.items() if name not in keep})
+    return result
+
+
+def main(argv):
+    del argv
+    from absl import flags
+
+    values = flags.FLAGS
+    images = []
+    for path in values.image:
+        with open(path, "rb") as f:
+            images.append(f.read())
+    box = [float(v) for v in values.box.split(",")] * len(images) if values.box else None
+    kind = GrpcClient if values.protocol == "grpc" else RestClient
+    try:
+        outputs = kind(values.server, values.model_name).predict(images, box=box)
+    except ServingError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps(summary(outputs)))
+    return 0
+
+
+if __name__ == "__main__":
+    from absl import app, flags
+
+    flags.DEFINE_string("server", "localhost:8500", "host:port (TF Serving: 8500 gRPC, 8501 REST).")
+    flags.DEFINE_enum("protocol", "grpc", ["grpc", "rest"], "Which TF Serving API to call.")
+    flags.DEFINE_multi_string("image", None, "JPEG or PNG file(s).", required=True)
+    flags.DEFINE_string("box", None, "x0,y0,x1,y1 person box in pixels (default: the whole image).")
+    flags.DEFINE_string("model_name", "mtha", "The served model's name.")
+    app.run(main)

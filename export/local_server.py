@@ -1,0 +1,168 @@
+r"""A local stand-in for TF Serving's Predict API (gRPC and REST) over a SavedModel, for tests and development.
+
+No TF Serving binary can be installed here (not on PyPI or Debian, no Docker engine), so the clients are tested against
+this server. It answers like TF Serving: gRPC `tensorflow.serving.PredictionService/Predict` (the service generated in
+`tensorflow-serving-api`) and REST `POST /v1/models/<name>[/versions/<v>]:predict` with the row ("instances") or
+column ("inputs") format; inputs that do not match the signature, and inputs the graph rejects, are INVALID_ARGUMENT
+(HTTP 400) with the reason.
+
+    python -m export.local_server --saved_model=E/1 [--grpc_port=8500] [--rest_port=8501]
+"""
+
+import base64
+import json
+import threading
+from concurrent import futures
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import grpc
+import numpy as np
+import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+
+class InvalidRequest(ValueError):
+    """The request does not fit the model (TF Serving's INVALID_ARGUMENT)."""
+
+
+class SavedModelRunner:
+    """Loads a SavedModel with plain TensorFlow and runs its signatures on numpy inputs."""
+
+    def __init__(self, saved_model_dir, model_name="mtha"):
+        self.model = tf.saved_model.load(saved_model_dir)
+        self.model_name = model_name
+
+    def predict(self, inputs, signature_name="serving_default", untyped_numbers=False):
+        """`untyped_numbers`: JSON (REST) numbers carry no dtype; they take the signature's, as in TF Serving."""
+        if signature_name not in self.model.signatures:
+            raise InvalidRequest(f"signature {signature_name!r} not found; have {sorted(self.model.signatures)}")
+        signature = self.model.signatures[signature_name]
+        specs = signature.structured_input_signature[1]
+        if set(inputs) != set(specs):
+            raise InvalidRequest(f"{signature_name} takes inputs {sorted(specs)}, got {sorted(inputs)}")
+        tensors = {}
+        for name, spec in specs.items():
+            value = np.asarray(inputs[name])
+            if untyped_numbers and value.dtype.kind in "iuf" and (spec.dtype.is_floating or spec.dtype.is_integer):
+                value = value.astype(spec.dtype.as_numpy_dtype)
+            kind = "string" if value.dtype.kind in "SUO" else value.dtype.name
+            if kind != spec.dtype.name:
+                raise InvalidRequest(f"input {name!r}: expected {spec.dtype.name}, got {kind}")
+            if not spec.shape.is_compatible_with(value.shape):
+                raise InvalidRequest(f"input {name!r}: expected shape {spec.shape}, got {list(value.shape)}")
+            tensors[name] = tf.constant(value, spec.dtype)
+        try:
+            outputs = signature(**tensors)
+        except tf.errors.InvalidArgumentError as error:
+            raise InvalidRequest(error.message) from None
+        return {name: value.numpy() for name, value in outputs.items()}
+
+
+class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
+    def __init__(self, runner):
+        self.runner = runner
+
+    def Predict(self, request, context):  # noqa: N802 (the generated service's name)
+        if request.model_spec.name != self.runner.model_name:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"Servable not found for request: {request.model_spec.name}")
+        try:
+            inputs = {name: tf.make_ndarray(proto) for name, proto in request.inputs.items()}
+            outputs = self.runner.predict(inputs, request.model_spec.signature_name or "serving_default")
+        except (InvalidRequest, TypeError, ValueError) as error:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
+        response = predict_pb2.PredictResponse()
+        response.model_spec.CopyFrom(request.model_spec)
+        for name, value in outputs.items():
+            response.outputs[name].CopyFrom(tf.make_tensor_proto(value))
+        return response
+
+
+def start_grpc(runner, port=0):
+    """Starts the gRPC service; returns (server, bound port)."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(runner), server)
+    bound = server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    return server, bound
+
+
+def _from_json(value):
+    """TF Serving's JSON encoding: {"b64": ...} is bytes, lists are tensors."""
+    if isinstance(value, dict) and set(value) == {"b64"}:
+        return base64.b64decode(value["b64"])
+    if isinstance(value, list):
+        return [_from_json(v) for v in value]
+    return value
+
+
+def _rest_inputs(body):
+    if "instances" in body:
+        rows = [r if isinstance(r, dict) else {"inputs": r} for r in body["instances"]]
+        names = rows[0].keys() if rows else []
+        return {name: np.array([_from_json(row[name]) for row in rows]) for name in names}
+    if "inputs" in body and isinstance(body["inputs"], dict):
+        return {name: np.array(_from_json(value)) for name, value in body["inputs"].items()}
+    raise InvalidRequest('the body must hold "instances" (rows) or "inputs" (columns)')
+
+
+def make_rest_handler(runner):
+    class Handler(BaseHTTPRequestHandler):
+        def _reply(self, status, payload):
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_POST(self):  # noqa: N802 (http.server's name)
+            path = self.path.split("/")
+            if len(path) < 4 or path[1:3] != ["v1", "models"] or not self.path.endswith(":predict"):
+                return self._reply(404, {"error": f"unknown path {self.path}"})
+            if path[3].split(":")[0] != runner.model_name:
+                return self._reply(404, {"error": f"Servable not found for request: {path[3]}"})
+            try:
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                signature = body.get("signature_name", "serving_default")
+                outputs = runner.predict(_rest_inputs(body), signature, untyped_numbers=True)
+            except (InvalidRequest, ValueError, TypeError, KeyError, IndexError) as error:
+                return self._reply(400, {"error": str(error)})
+            if "instances" in body:
+                count = len(next(iter(outputs.values())))
+                rows = [{name: value[i].tolist() for name, value in outputs.items()} for i in range(count)]
+                return self._reply(200, {"predictions": rows})
+            return self._reply(200, {"outputs": {name: value.tolist() for name, value in outputs.items()}})
+
+        def log_message(self, *args):
+            pass
+
+    return Handler
+
+
+def start_rest(runner, port=0):
+    """Starts the REST endpoint in a thread; returns (server, bound port)."""
+    server = ThreadingHTTPServer(("127.0.0.1", port), make_rest_handler(runner))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, server.server_address[1]
+
+
+def main(argv):
+    del argv
+    from absl import flags
+
+    values = flags.FLAGS
+    runner = SavedModelRunner(values.saved_model, values.model_name)
+    grpc_server, grpc_port = start_grpc(runner, values.grpc_port)
+    _, rest_port = start_rest(runner, values.rest_port)
+    print(f"serving {values.saved_model} as {values.model_name!r}: gRPC 127.0.0.1:{grpc_port}, REST :{rest_port}")
+    grpc_server.wait_for_termination()
+
+
+if __name__ == "__main__":
+    from absl import app, flags
+
+    flags.DEFINE_string("saved_model", None, "A SavedModel version folder (E/<N>).", required=True)
+    flags.DEFINE_string("model_name", "mtha", "The model name the server answers to.")
+    flags.DEFINE_integer("grpc_port", 8500, "gRPC port (TF Serving's default).")
+    flags.DEFINE_integer("rest_port", 8501, "REST port (TF Serving's default).")
+    app.run(main)

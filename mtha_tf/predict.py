@@ -1,0 +1,68 @@
+r"""Runs an exported SavedModel on an image and draws what it predicts, for a person to look at.
+
+    python -m mtha_tf.predict --saved_model=E/1 --image=x.jpg --out=viz.png [--box=x0,y0,x1,y1]
+
+The picture shows, side by side at the image's size: the image with the 2D skeleton, the part map, the depth map
+(near = warm), and the 3D skeleton seen from the side; panels of tasks the model was not trained on are left out.
+Only TensorFlow is needed to run the model: the SavedModel does its own decoding, cropping and post-processing.
+"""
+
+import cv2
+import numpy as np
+import tensorflow as tf
+from absl import app, flags
+
+from mtha_tf import visualize
+
+
+def run_saved_model(saved_model_dir, image_bytes, box=None):
+    """Outputs of the SavedModel for one encoded image, as numpy arrays without the batch dimension."""
+    model = tf.saved_model.load(saved_model_dir)
+    if box is None:
+        outputs = model.signatures["serving_default"](image_bytes=tf.constant([image_bytes]))
+    else:
+        zero, boxes = tf.zeros([1]), tf.constant([box], tf.float32)
+        outputs = model.signatures["with_box"](image_bytes=tf.constant([image_bytes]), box=boxes, focal_length=zero,
+                                               pelvis_depth=zero)  # fmt: skip
+    return {name: value.numpy()[0] for name, value in outputs.items()}
+
+
+def draw(rgb, outputs):
+    """RGB uint8 [H, W, 3] + outputs of `run_saved_model` -> RGB uint8 [H, W * panels, 3]."""
+    height, width = rgb.shape[:2]
+    thickness = max(1, round(max(height, width) / 200))
+    panels = [visualize.draw_skeleton(rgb, outputs["joints2d"], thickness=thickness) if "joints2d" in outputs else rgb]
+    if "segmentation" in outputs:
+        panels.append(visualize.colour_parts(outputs["segmentation"][:height, :width]))
+    if "depth_bins" in outputs:
+        panels.append(visualize.colour_depth(outputs["depth_bins"][:height, :width]))
+    if "joints3d" in outputs:
+        # x, y depend on the assumed camera (a crop seen through SURREAL's is large): fit the extent to the skeleton.
+        extent = max(1200.0, 2.2 * float(np.abs(outputs["joints3d"][:, 1:]).max()))
+        side = visualize.skeleton_3d(outputs["joints3d"], max(height, width), extent_mm=extent)
+        panels.append(side[:height] if height <= width else cv2.resize(side, (width, height)))
+    return np.concatenate([np.asarray(p, np.uint8) for p in panels], axis=1)
+
+
+def main(argv):
+    del argv
+    values = flags.FLAGS
+    with open(values.image, "rb") as f:
+        image_bytes = f.read()
+    rgb = cv2.imdecode(np.frombuffer(image_bytes, np.uint8), cv2.IMREAD_COLOR)
+    if rgb is None:
+        raise SystemExit(f"error: {values.image}: not an image OpenCV can read")
+    box = [float(v) for v in values.box.split(",")] if values.box else None
+    outputs = run_saved_model(values.saved_model, image_bytes, box)
+    picture = draw(rgb[..., ::-1], outputs)
+    if not cv2.imwrite(values.out, picture[..., ::-1]):
+        raise SystemExit(f"error: could not write {values.out}")
+    print(f"wrote {values.out}")
+
+
+if __name__ == "__main__":
+    flags.DEFINE_string("saved_model", None, "An exported version folder (E/<N>).", required=True)
+    flags.DEFINE_string("image", None, "A JPEG or PNG file.", required=True)
+    flags.DEFINE_string("out", "prediction.png", "Where to write the picture.")
+    flags.DEFINE_string("box", None, "x0,y0,x1,y1 person box in pixels (default: the whole image).")
+    app.run(main)

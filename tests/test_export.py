@@ -1,0 +1,219 @@
+"""The SavedModel for TF Serving: round trip in a fresh process, layout, bad input, clients, warmup, predict CLI."""
+
+import json
+import subprocess
+import sys
+
+import cv2
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from export.client import GrpcClient, RestClient, ServingError
+from export.local_server import SavedModelRunner, start_grpc, start_rest
+from export.saved_model import WARMUP_FILE, export_model
+from export.serving import ServingModule, decode_image
+from mtha_tf import tasks
+from mtha_tf.model import build_model
+
+SIZE = 64
+
+
+def _png(height, width, seed=0):
+    rng = np.random.default_rng(seed)
+    image = cv2.resize(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8), (width, height))
+    return cv2.imencode(".png", image)[1].tobytes()
+
+
+def _jpeg(height, width, seed=1):
+    image = cv2.imdecode(np.frombuffer(_png(height, width, seed), np.uint8), cv2.IMREAD_COLOR)
+    return cv2.imencode(".jpg", image)[1].tobytes()
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A 2-stack, 4-task tiny model with non-trivial BatchNorm statistics, exported as version 1."""
+    keras.utils.set_random_seed(0)
+    model = build_model(tasks.TASKS, num_stacks=2, features=32, input_size=SIZE)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.moving_mean.assign(np.random.default_rng(1).normal(0, 0.1, layer.moving_mean.shape))
+    export_dir = tmp_path_factory.mktemp("export")
+    path = export_model(model, tasks.TASKS, SIZE, str(export_dir))
+    return model, path
+
+
+@pytest.fixture(scope="module")
+def servers(exported):
+    runner = SavedModelRunner(exported[1])
+    grpc_server, grpc_port = start_grpc(runner)
+    rest_server, rest_port = start_rest(runner)
+    yield runner, f"127.0.0.1:{grpc_port}", f"127.0.0.1:{rest_port}"
+    grpc_server.stop(0)
+    rest_server.shutdown()
+
+
+FRESH_PROCESS = """
+import sys, numpy as np, tensorflow as tf
+path, image_path, out = sys.argv[1:]
+model = tf.saved_model.load(path)
+image = tf.constant([open(image_path, "rb").read()])
+box = tf.constant([[10.0, 4.0, 70.0, 60.0]])
+raw = model.signatures["heatmaps"](image_bytes=image, box=box)
+decoded = model.signatures["with_box"](image_bytes=image, box=box, focal_length=tf.zeros([1]),
+                                       pelvis_depth=tf.zeros([1]))
+project = [m for m in sys.modules if m.split(".")[0] in ("mtha_tf", "export", "data_prep")]
+assert not project, project
+np.savez(out, **{"raw_" + k: v.numpy() for k, v in raw.items()}, **{k: v.numpy() for k, v in decoded.items()})
+"""
+
+
+def test_a_fresh_process_without_the_project_reproduces_the_in_memory_model(exported, tmp_path):
+    model, path = exported
+    image_path = tmp_path / "image.png"
+    image_path.write_bytes(_png(72, 90))
+    out = tmp_path / "out.npz"
+    subprocess.run([sys.executable, "-c", FRESH_PROCESS, path, str(image_path), str(out)], check=True, cwd=tmp_path)
+    reloaded = dict(np.load(out))
+
+    module = ServingModule(model, tasks.TASKS, SIZE)
+    box = tf.constant([[10.0, 4.0, 70.0, 60.0]])
+    crops, _, _ = module._crop_all(decode_image, tf.constant([image_path.read_bytes()]), box)
+    in_memory = model({"image": crops}, training=False)
+    for task in tasks.TASKS:
+        np.testing.assert_allclose(reloaded[f"raw_{task}"], in_memory[task].numpy(), atol=1e-4, err_msg=task)
+    decoded = module.signatures()["with_box"](tf.constant([image_path.read_bytes()]), box, tf.zeros([1]), tf.zeros([1]))
+    for name, value in decoded.items():
+        np.testing.assert_allclose(reloaded[name], value.numpy(), atol=1e-3, err_msg=name)
+    assert reloaded["segmentation"].shape == (1, 72, 90) and reloaded["image_size"].tolist() == [[72, 90]]
+
+
+def test_the_layout_signatures_and_weights(exported):
+    model, path = exported
+    shown = subprocess.run([sys.executable, "-m", "tensorflow.python.tools.saved_model_cli", "show", "--dir", path,
+                            "--all"], check=True, capture_output=True, text=True).stdout  # fmt: skip
+    for signature in ("serving_default", "with_box", "with_box_uint8", "heatmaps"):
+        assert f"signature_def['{signature}']" in shown
+    assert "image_bytes" in shown and "joints3d" in shown and "pose2d_stack1" not in shown, "last stack only"
+    weights = tf.train.load_checkpoint(f"{path}/variables/variables")
+    shapes = weights.get_variable_to_shape_map()
+    stored = sum(int(np.prod(shape)) for name, shape in shapes.items() if name != "_CHECKPOINTABLE_OBJECT_GRAPH")
+    assert stored == model.count_params(), "each weight stored once"
+    log = tf.data.TFRecordDataset(f"{path}/{WARMUP_FILE}")
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    requests = [prediction_log_pb2.PredictionLog.FromString(r.numpy()).predict_log.request for r in log]
+    assert [r.model_spec.signature_name for r in requests] == ["serving_default"] * 2
+    runner = SavedModelRunner(path)
+    for request in requests:
+        outputs = runner.predict({k: tf.make_ndarray(v) for k, v in request.inputs.items()})
+        assert outputs["joints2d"].shape[1:] == (16, 2)
+
+
+def test_outputs_are_in_each_images_frame(servers):
+    runner, _, _ = servers
+    outputs = runner.predict({"image_bytes": np.array([_png(80, 100), _jpeg(50, 40)], object)})
+    assert outputs["image_size"].tolist() == [[80, 100], [50, 40]]
+    assert outputs["segmentation"].shape == outputs["depth"].shape == (2, 80, 100)
+    assert not outputs["segmentation"][1, 50:].any() and not outputs["depth_bins"][1, :, 40:].any()
+    depth, bins = outputs["depth"], outputs["depth_bins"]
+    np.testing.assert_allclose(depth[bins > 0], (bins[bins > 0] - 10.5) * 0.045, atol=1e-6)
+    assert outputs["joints3d"].shape == (2, 16, 3) and np.all(outputs["joints3d"][:, 6] == 0), "pelvis-relative"
+    uint8 = runner.predict({"images": np.zeros((1, 30, 20, 3), np.uint8), "box": np.zeros((1, 4), np.float32),
+                            "focal_length": np.zeros(1, np.float32), "pelvis_depth": np.zeros(1, np.float32)},
+                           "with_box_uint8")  # fmt: skip
+    assert uint8["segmentation"].shape == (1, 30, 20)
+
+
+def _truncated_jpeg():
+    data = _jpeg(64, 64)
+    return data[: len(data) // 2]
+
+
+def _huge_png_header():
+    import struct
+    import zlib
+
+    ihdr = struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + chunk + struct.pack(">I", zlib.crc32(chunk))
+
+
+@pytest.mark.parametrize(
+    "inputs, message",
+    [
+        ({"image_bytes": [b""]}, "not a JPEG or PNG"),
+        ({"image_bytes": [_truncated_jpeg()]}, "JPEG"),
+        ({"image_bytes": [_huge_png_header()]}, "20000"),
+        ({"image_bytes": [1.5]}, "expected string"),
+        (
+            {
+                "image_bytes": [_png(40, 40)],
+                "box": [[100.0, 100.0, 200.0, 200.0]],
+                "focal_length": [0.0],
+                "pelvis_depth": [0.0],
+            },
+            "overlap the image",
+        ),  # fmt: skip
+    ],
+    ids=["empty", "truncated-jpeg", "20000x20000-png", "wrong-dtype", "box-outside"],
+)
+def test_bad_input_is_invalid_argument_with_the_reason(servers, inputs, message):
+    _, grpc_address, rest_address = servers
+    client = GrpcClient(grpc_address, timeout=60)
+    import grpc
+    from tensorflow_serving.apis import predict_pb2
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "mtha"
+    request.model_spec.signature_name = "with_box" if "box" in inputs else "serving_default"
+    for name, value in inputs.items():
+        request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
+    with pytest.raises(grpc.RpcError) as error:
+        client.stub.Predict(request, timeout=60)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and message in error.value.details()
+
+
+def test_random_bytes_are_refused_and_the_server_keeps_serving(servers):
+    _, grpc_address, rest_address = servers
+    client, rng = GrpcClient(grpc_address, timeout=60), np.random.default_rng(0)
+    for i in range(200):
+        garbage = rng.integers(0, 256, int(rng.integers(1, 2000)), dtype=np.uint8).tobytes()
+        if i % 50 == 0:
+            garbage = b"\x89PNG\r\n\x1a\n" + garbage  # a PNG signature over garbage
+        with pytest.raises(ServingError, match="INVALID_ARGUMENT"):
+            client.predict([garbage])
+    with pytest.raises(ServingError, match="(?s)HTTP 400: .*not a JPEG or PNG"):
+        RestClient(rest_address).predict([b"not an image"])
+    assert client.predict([_png(32, 32)])["joints2d"].shape == (1, 16, 2)
+
+
+def test_rest_and_grpc_clients_return_what_the_saved_model_computes(servers):
+    runner, grpc_address, rest_address = servers
+    images = [_png(60, 80), _jpeg(64, 64)]
+    direct = runner.predict({"image_bytes": np.array(images, object)})
+    box = [[0.0, 0.0, 50.0, 50.0]] * 2
+    options = {"box": np.array(box, np.float32), "focal_length": np.full(2, 500, np.float32),
+               "pelvis_depth": np.full(2, 5, np.float32)}  # fmt: skip
+    direct_box = runner.predict({"image_bytes": np.array(images, object), **options}, "with_box")
+    for client in (GrpcClient(grpc_address), RestClient(rest_address)):
+        outputs = client.predict(images)
+        for name, value in direct.items():
+            np.testing.assert_allclose(outputs[name], value, atol=1e-5, err_msg=f"{type(client).__name__} {name}")
+        outputs = client.predict(images, box=box, focal_length=500.0, pelvis_depth=5.0)
+        np.testing.assert_allclose(outputs["joints3d"], direct_box["joints3d"], atol=1e-3)
+
+
+def test_client_and_predict_commands(exported, servers, tmp_path, real_fixtures):
+    _, grpc_address, _ = servers
+    image = real_fixtures / "surreal" / "demo_input1.png"
+    shown = subprocess.run([sys.executable, "-m", "export.client", f"--server={grpc_address}", f"--image={image}"],
+                           check=True, capture_output=True, text=True).stdout  # fmt: skip
+    summary = json.loads(shown.strip().splitlines()[-1])
+    assert np.array(summary["joints2d"]).shape == (1, 16, 2) and summary["segmentation"]["shape"] == [1, 256, 256]
+    out = tmp_path / "viz.png"
+    subprocess.run([sys.executable, "-m", "mtha_tf.predict", f"--saved_model={exported[1]}", f"--image={image}",
+                    f"--out={out}"], check=True, capture_output=True)  # fmt: skip
+    picture = cv2.imread(str(out))
+    assert picture.shape == (256, 4 * 256, 3), "image + skeleton, parts, depth, 3D side view"
