@@ -7,7 +7,8 @@ from absl import flags
 from mtha_tf import config as config_lib
 
 OVERRIDABLE = ("tasks", "num_stacks", "features", "input_size", "batch_size", "learning_rate", "epochs",
-               "steps_per_epoch", "mixed_precision", "jit_compile", "seed", "data_dir")  # fmt: skip
+               "steps_per_epoch", "mixed_precision", "jit_compile", "seed", "data_dir",
+               "depth_background_weight", "lr_schedule")  # fmt: skip
 _HELP = {"tasks": "Comma-separated subset of pose2d,segmentation,depth,pose3d.",
          "data_dir": "TFRecords from data_prep.surreal; unset = the embedded synthetic data.",
          "steps_per_epoch": "Batches per epoch (SURREAL's is 2000)."}  # fmt: skip

@@ -18,11 +18,15 @@ def heatmap_rmse(targets, predictions):
     return tf.sqrt(tf.reduce_mean(squared, axis=[1, 2, 3]) + 1e-12)
 
 
-def spatial_cross_entropy(labels, logits):
-    """Softmax cross-entropy over classes, averaged over pixels: labels int [B, H, W], logits [B, H, W, C] -> [B]."""
-    per_pixel = tf.nn.sparse_softmax_cross_entropy_with_logits(
-        labels=tf.cast(labels, tf.int32), logits=tf.cast(logits, tf.float32)
-    )
+def spatial_cross_entropy(labels, logits, background_weight=1.0):
+    """Softmax cross-entropy over classes, averaged over pixels: labels int [B, H, W], logits [B, H, W, C] -> [B].
+
+    `background_weight` scales the loss of background (class 0) pixels; 1 is the paper's loss.
+    """
+    labels = tf.cast(labels, tf.int32)
+    per_pixel = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=tf.cast(logits, tf.float32))
+    if background_weight != 1.0:
+        per_pixel *= tf.where(labels == 0, background_weight, 1.0)
     return tf.reduce_mean(per_pixel, axis=[1, 2])
 
 
@@ -36,22 +40,27 @@ class HeatmapRMSE(keras.losses.Loss):
 class SpatialCrossEntropy(keras.losses.Loss):
     """Keras wrapper of `spatial_cross_entropy`."""
 
+    def __init__(self, background_weight=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.background_weight = background_weight
+
     def call(self, y_true, y_pred):
-        return spatial_cross_entropy(y_true, y_pred)
+        return spatial_cross_entropy(y_true, y_pred, self.background_weight)
 
 
 KERAS_LOSSES = {"pose2d": HeatmapRMSE, "segmentation": SpatialCrossEntropy, "depth": SpatialCrossEntropy,
                 "pose3d": HeatmapRMSE}  # fmt: skip
 
 
-def keras_losses(tasks, num_stacks, task_weights=None):
+def keras_losses(tasks, num_stacks, task_weights=None, depth_background_weight=1.0):
     """(losses, loss_weights) dicts keyed by model output name, for `model.compile`."""
     weights = task_weights or {}
     losses, loss_weights = {}, {}
     for task in task_table.parse_tasks(tasks):
         for stack in range(num_stacks):
             name = output_name(task, stack, num_stacks)
-            losses[name] = KERAS_LOSSES[task](name=f"{name}_loss")
+            options = {"background_weight": depth_background_weight} if task == "depth" else {}
+            losses[name] = KERAS_LOSSES[task](name=f"{name}_loss", **options)
             loss_weights[name] = float(weights.get(task, 1.0))
     return losses, loss_weights
 

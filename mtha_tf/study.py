@@ -75,7 +75,7 @@ def best_multi_task(results, target_task):
     return (max if higher_better else min)(multi, key=multi.get)
 
 
-def plot_improvement(gains, title, path):
+def plot_improvement(gains, title, unit, path):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -86,7 +86,7 @@ def plot_improvement(gains, title, path):
     figure, axis = plt.subplots(figsize=(max(6, 0.5 * len(parts)), 3.5))
     axis.bar(parts, values, color=["tab:green" if v >= 0 else "tab:red" for v in values])
     axis.axhline(0, color="black", linewidth=0.8)
-    axis.set(title=title, ylabel="improvement over single-task")
+    axis.set(title=title, ylabel=f"gain over the task alone\n{unit}, positive = better")
     axis.tick_params(axis="x", rotation=60)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
@@ -115,7 +115,7 @@ def run_study(target_task, which, base_config, study_dir):
     if best and target_task in results:
         gains = improvement_per_part(results[target_task], results[best], target_task)
         title = f"{target_task}: {best} vs {target_task} alone"
-        plot_improvement(gains, title, os.path.join(out_dir, "improvement.png"))
+        plot_improvement(gains, title, report.TABLES[target_task][1], os.path.join(out_dir, "improvement.png"))
     held_out = os.path.join(data_dir, "val-*.tfrecord")
     summary = {"target_task": target_task, "best_multi_task": best, "held_out": held_out, "results": results}
     with open(os.path.join(out_dir, "results.json"), "w") as f:

@@ -65,8 +65,12 @@ def compile_model(config):
     model = build_model(
         config.task_names(), config.num_stacks, config.features, config.input_size, config.hourglass_depth
     )
-    loss, loss_weights = losses.keras_losses(config.task_names(), config.num_stacks, config.task_weights)
-    optimizer = keras.optimizers.RMSprop(config.learning_rate, rho=0.99, epsilon=1e-8)
+    loss, loss_weights = losses.keras_losses(config.task_names(), config.num_stacks, config.task_weights,
+                                             config.depth_background_weight)  # fmt: skip
+    learning_rate = config.learning_rate
+    if config.lr_schedule == "cosine":  # over the whole run; resuming restores the step count, so the schedule too
+        learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, config.epochs * config.steps_per_epoch)
+    optimizer = keras.optimizers.RMSprop(learning_rate, rho=0.99, epsilon=1e-8)
     model.compile(optimizer=optimizer, loss=loss, loss_weights=loss_weights, jit_compile=config.jit_compile)
     return model
 

@@ -91,3 +91,13 @@ def test_losses_are_the_papers():
     loss, weights = losses.keras_losses(("pose2d", "depth"), 2, {"depth": 0.5})
     assert sorted(loss) == ["depth", "depth_stack1", "pose2d", "pose2d_stack1"]
     assert weights == {"pose2d": 1.0, "pose2d_stack1": 1.0, "depth": 0.5, "depth_stack1": 0.5}
+
+
+def test_the_depth_background_weight_scales_only_background_pixels():
+    labels = tf.constant([[[0, 3]]])  # one background pixel, one foreground pixel
+    uniform = tf.zeros([1, 1, 2, 20])
+    paper = float(losses.spatial_cross_entropy(labels, uniform)[0])
+    weighted = float(losses.spatial_cross_entropy(labels, uniform, background_weight=0.25)[0])
+    assert weighted == pytest.approx(paper * (0.25 + 1) / 2, rel=1e-6)
+    loss, _ = losses.keras_losses(("segmentation", "depth"), 1, depth_background_weight=0.25)
+    assert loss["depth"].background_weight == 0.25 and loss["segmentation"].background_weight == 1.0

@@ -97,6 +97,12 @@ def test_presets_and_overrides():
     with pytest.raises(ValueError, match="preset"):
         config_lib.make_config("huge")
     assert np.isfinite(config_lib.PRESETS["small"].learning_rate)
+    assert (
+        config_lib.PRESETS["paper"].lr_schedule == "constant"
+        and config_lib.PRESETS["paper"].depth_background_weight == 1
+    )
+    with pytest.raises(ValueError, match="lr_schedule"):
+        config_lib.make_config("tiny", lr_schedule="linear")
 
 
 def test_evaluate_writes_tables_plots_and_matches_the_training_metrics(killed_and_resumed):
