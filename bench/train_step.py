@@ -124,7 +124,7 @@ def measure_torch(args, mode):
             for output, (kind, target) in zip(outputs, targets, strict=True):
                 output = output.float()
                 if kind == "ce":
-                    loss = loss + nn_functional().cross_entropy(output, target)
+                    loss = loss + torch.nn.functional.cross_entropy(output, target)
                 else:
                     loss = loss + torch.sqrt(((output - target) ** 2).mean(dim=(1, 2, 3)) + 1e-12).mean()
             loss.backward()
@@ -143,12 +143,6 @@ def measure_torch(args, mode):
 
             result[f"batch{count}_images_per_s"] = count / _timed(forward, args.steps)
     return result
-
-
-def nn_functional():
-    import torch.nn.functional
-
-    return torch.nn.functional
 
 
 def gemm_peak(size=2048, repeats=10):

@@ -17,6 +17,7 @@ import tensorflow as tf
 from absl import app, flags
 
 from export.serving import ServingModule
+from mtha_tf import atomic_files
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 
@@ -69,9 +70,7 @@ def export_model(model, task_names, input_size, export_dir, version=None, model_
     os.replace(partial, final)
     config_path = os.path.join(export_dir, "models.config")
     if not os.path.exists(config_path):
-        with open(config_path + ".partial", "w") as f:
-            f.write(models_config(model_name))
-        os.replace(config_path + ".partial", config_path)
+        atomic_files.write_text(config_path, models_config(model_name))
     return final
 
 

@@ -109,16 +109,16 @@ class ServingModule(tf.Module):
         return tf.map_fn(lambda args: self._crop(decode(args[0]), args[1]), (inputs, box), fn_output_signature=specs)
 
     # Post-processing ----------------------------------------------------------------------------------------------
-    def _to_image_frame(self, maps, to_heatmap, sizes, canvas):
+    def _to_image_frame(self, maps, to_image, sizes, canvas):
         """Label or value maps [N, S, S] on the heatmap grid -> [N, H, W] in each image's frame (nearest)."""
 
         def one(args):
             values, matrix, size = args
-            warped = crop.warp_to_shape(values[..., None], tf.linalg.inv(matrix), canvas, "NEAREST")[..., 0]
+            warped = crop.warp_to_shape(values[..., None], matrix, canvas, "NEAREST")[..., 0]
             rows, cols = tf.range(canvas[0])[:, None] < size[0], tf.range(canvas[1])[None, :] < size[1]
             return tf.where(rows & cols, warped, tf.zeros_like(warped))
 
-        return tf.map_fn(one, (maps, to_heatmap, sizes), fn_output_signature=maps.dtype)
+        return tf.map_fn(one, (maps, to_image, sizes), fn_output_signature=maps.dtype)
 
     def _decode(self, raw, to_heatmap, sizes, focal_length, pelvis_depth):
         to_image = tf.linalg.inv(to_heatmap)
@@ -139,10 +139,10 @@ class ServingModule(tf.Module):
             out["joints3d"] = self.codecs["pose3d"].lift(frame, bins, depth, intrinsics)
         if "segmentation" in raw:
             parts = self.codecs["segmentation"].decode(raw["segmentation"])
-            out["segmentation"] = self._to_image_frame(parts, to_heatmap, sizes, canvas)
+            out["segmentation"] = self._to_image_frame(parts, to_image, sizes, canvas)
         if "depth" in raw:
             bins, _ = self.codecs["depth"].decode(raw["depth"])
-            bins = self._to_image_frame(bins, to_heatmap, sizes, canvas)
+            bins = self._to_image_frame(bins, to_image, sizes, canvas)
             out.update(depth_bins=bins, depth=self.codecs["depth"].metres(bins))
         return out
 

@@ -2,8 +2,8 @@
 
 import dataclasses
 import json
-import os
 
+from mtha_tf import atomic_files
 from mtha_tf import tasks as task_table
 
 
@@ -94,10 +94,7 @@ def make_config(preset="paper", **overrides):
 
 
 def save(config, path):
-    partial = path + ".partial"
-    with open(partial, "w") as f:
-        json.dump(dataclasses.asdict(config), f, indent=1, sort_keys=True)
-    os.replace(partial, path)
+    atomic_files.write_json(path, dataclasses.asdict(config))
 
 
 def load(path):

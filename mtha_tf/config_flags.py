@@ -23,7 +23,7 @@ def define_config_flags(exclude=()):
             continue
         paper_value = getattr(defaults, field.name)
         helptext = _HELP.get(field.name, f"Overrides the preset's {field.name} (paper: {paper_value}).")
-        kind = type(getattr(defaults, field.name))
+        kind = type(paper_value)
         define = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer, float: flags.DEFINE_float}.get(
             kind, flags.DEFINE_string
         )

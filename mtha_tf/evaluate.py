@@ -13,8 +13,8 @@ import keras
 import numpy as np
 from absl import app, flags
 
+from mtha_tf import atomic_files, evaluation, report, tasks, visualize
 from mtha_tf import config as config_lib
-from mtha_tf import evaluation, report, tasks, visualize
 from mtha_tf.data.crop import transform_points
 from mtha_tf.model import build_model
 
@@ -87,8 +87,7 @@ def evaluate_workdir(workdir, data_dir=None):
     report.write_tables({name: results}, out_dir, config.task_names())
     report.plot_success_rates({name: per_frame}, os.path.join(out_dir, "success_rates.png"))
     prediction_grid(model, config, pattern, os.path.join(out_dir, "predictions.png"))
-    with open(os.path.join(out_dir, "results.json"), "w") as f:
-        json.dump(results, f, indent=1)
+    atomic_files.write_json(os.path.join(out_dir, "results.json"), results)
     return results, per_frame
 
 

@@ -12,15 +12,13 @@ finished one is reused, an interrupted one resumes, so running the same command 
 
 import dataclasses
 import itertools
-import json
 import math
 import os
 
-import numpy as np
 from absl import app, flags
 
+from mtha_tf import atomic_files, evaluate, report, tasks, trainer
 from mtha_tf import config as config_lib
-from mtha_tf import evaluate, report, tasks, trainer
 
 
 def combinations(target_task, which="paper"):
@@ -118,8 +116,7 @@ def run_study(target_task, which, base_config, study_dir):
         plot_improvement(gains, title, report.TABLES[target_task][1], os.path.join(out_dir, "improvement.png"))
     held_out = os.path.join(data_dir, "val-*.tfrecord")
     summary = {"target_task": target_task, "best_multi_task": best, "held_out": held_out, "results": results}
-    with open(os.path.join(out_dir, "results.json"), "w") as f:
-        json.dump(summary, f, indent=1, default=lambda v: None if isinstance(v, float) and np.isnan(v) else v)
+    atomic_files.write_json(os.path.join(out_dir, "results.json"), summary)
     return results
 
 

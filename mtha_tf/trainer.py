@@ -6,8 +6,8 @@ import os
 import keras
 import tensorflow as tf
 
+from mtha_tf import atomic_files, losses
 from mtha_tf import config as config_lib
-from mtha_tf import losses
 from mtha_tf.callbacks import EvaluationCallback, PredictionImages, TerminateOnNaN
 from mtha_tf.data.pipeline import make_dataset, naming_corrupt_files
 from mtha_tf.evaluation import evaluate, forward_function, headline
@@ -121,13 +121,6 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.manager.save(checkpoint_number=epoch + 1)
 
 
-def _write_json(path, payload):
-    partial = path + ".partial"
-    with open(partial, "w") as f:
-        json.dump(payload, f, indent=1, sort_keys=True)
-    os.replace(partial, path)
-
-
 def export_final(workdir):
     """The SavedModel of the final weights as version 1 under workdir/export (TF Serving's base path)."""
     from export.saved_model import export_workdir
@@ -161,7 +154,7 @@ def train(config, workdir, verbose=1):
     if chief and not os.path.exists(untrained_path):
         untrained, _ = evaluate(model, val_pattern, task_names, config.eval_batch_size, config.input_size,
                                 config.eval_max_batches, forward)  # fmt: skip
-        _write_json(untrained_path, untrained)
+        atomic_files.write_json(untrained_path, untrained)
 
     dataset = make_dataset(train_pattern, task_names, training=True, batch_size=config.batch_size,
                            input_size=config.input_size, seed=config.seed)  # fmt: skip
@@ -172,11 +165,11 @@ def train(config, workdir, verbose=1):
     work_around_multi_worker_keras(model, strategy, dataset)
     sample_images = next(iter(make_dataset(val_pattern, task_names, False, 4, config.input_size)))[0]["image"]
     nan_guard = TerminateOnNaN()
+    held_out = EvaluationCallback(val_pattern, task_names, config.eval_batch_size, config.input_size,
+                                  config.eval_max_batches, forward)  # fmt: skip
     callbacks = [
         nan_guard,
-        EvaluationCallback(
-            val_pattern, task_names, config.eval_batch_size, config.input_size, config.eval_max_batches, forward
-        ),  # fmt: skip
+        held_out,
         checkpoint,
         keras.callbacks.TensorBoard(os.path.join(own_dir, "logs"), update_freq=20),
         PredictionImages(os.path.join(own_dir, "logs", "images"), sample_images, task_names),
@@ -188,8 +181,10 @@ def train(config, workdir, verbose=1):
     if nan_guard.message:
         raise TrainingFailed(nan_guard.message)
 
-    results, _ = evaluate(model, val_pattern, task_names, config.eval_batch_size, config.input_size,
-                          config.eval_max_batches, forward)  # fmt: skip
+    results = held_out.last_results  # the last epoch's evaluation is of the final weights
+    if results is None:  # nothing left to train in this process (a finished run started again)
+        results, _ = evaluate(model, val_pattern, task_names, config.eval_batch_size, config.input_size,
+                              config.eval_max_batches, forward)  # fmt: skip
     with open(untrained_path) as f:
         untrained = json.load(f)
     summary = {
@@ -204,5 +199,5 @@ def train(config, workdir, verbose=1):
         model.save_weights(os.path.join(workdir, "final.weights.h5"))
         if config.export:
             summary["export"] = export_final(workdir)
-        _write_json(os.path.join(workdir, "metrics.json"), summary)  # written last: it marks a finished run
+        atomic_files.write_json(os.path.join(workdir, "metrics.json"), summary)  # written last: it marks a finished run
     return summary
