@@ -1,7 +1,7 @@
 r"""Training and inference speed of the networks in TensorFlow against a PyTorch copy, and against the CPU's limit.
 
     python bench/train_step.py [--steps=3] [--batch_size=5] [--input_size=256] [--features=256] [--num_stacks=2]
-                               [--networks=all,pose2d] [--xla=pose2d] [--skip_torch]
+                               [--networks=all,pose2d] [--xla=pose2d] [--keras_bn=pose2d] [--skip_torch]
 
 Needs `pip install -e .` and, for the peer, `pip install torch==2.13.0` (CPU wheel). Every figure comes from its own
 subprocess (same thread count: all cores), so peak memory is per configuration. Training: images/s of one optimizer
@@ -9,7 +9,9 @@ step (RMSprop, the paper's losses, random inputs and targets of the right shapes
 bench/input_pipeline.py) with tf.function, with XLA (`jit_compile`), and with mixed_bfloat16, beside PyTorch fp32
 (channels-last) and bf16 autocast; the TF/PyTorch ratio pair by pair. Inference: images/s at batch 1 and 32, fp32.
 The limit: model FLOPs per image (convolutions, counted from the Keras layers; a training step is ~3x the forward
-pass) and the achieved FLOP/s as a percentage of an fp32 GEMM peak measured in the same run.
+pass) and the achieved FLOP/s as a percentage of an fp32 GEMM peak measured in the same run. For the networks in
+--keras_bn, training is also measured with Keras' own BatchNormalization in place of the fused layer, the reference
+for what fused_batch_norm.py gains.
 """
 
 import argparse
@@ -59,6 +61,10 @@ def measure_tf(args, mode):
     from mtha_tf.model import output_name
     from mtha_tf.trainer import compile_model, set_precision
 
+    if args.batch_norm == "keras":  # the reference: Keras' layer where the model uses the fused one
+        from mtha_tf.model import blocks
+
+        blocks.FusedBatchNormalization = keras.layers.BatchNormalization
     set_precision(mode == "bf16")
     config = make_config("paper", tasks=args.tasks, num_stacks=args.num_stacks, features=args.features,
                          input_size=args.input_size, batch_size=args.batch_size, jit_compile=mode == "xla")  # fmt: skip
@@ -145,24 +151,30 @@ def measure_torch(args, mode):
     return result
 
 
-def gemm_peak(size=2048, repeats=10):
-    """fp32 FLOP/s of a square matrix product, the best of TensorFlow's."""
+def gemm_peak(repeats=5):
+    """fp32 FLOP/s of square matrix products (2048 and 4096), the best of TensorFlow's and NumPy's BLAS: the reference
+    is the fastest GEMM this process can run, not one library's (TF's Eigen matmul trails OpenBLAS on some CPUs)."""
+    import numpy as np
     import tensorflow as tf
 
-    a = tf.random.normal([size, size])
-    b = tf.random.normal([size, size])
-    product = tf.function(lambda: tf.matmul(a, b))
-    product().numpy()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        product().numpy()
-    return 2 * size**3 * repeats / (time.perf_counter() - start)
+    best = {"tensorflow": 0.0, "numpy": 0.0}
+    for size in (2048, 4096):
+        a = np.random.default_rng(0).random((size, size), np.float32)
+        tf_a = tf.constant(a)
+        product = tf.function(lambda tf_a=tf_a: tf.matmul(tf_a, tf_a))
+        for library, run in (("tensorflow", lambda product=product: product().numpy()), ("numpy", lambda a=a: a @ a)):
+            run()
+            start = time.perf_counter()
+            for _ in range(repeats):
+                run()
+            best[library] = max(best[library], 2 * size**3 * repeats / (time.perf_counter() - start))
+    return best
 
 
 def run_one(args):
     """Child process: one measurement, printed as JSON."""
     if args.framework == "gemm":
-        result = {"flops_per_s": gemm_peak()}
+        result = gemm_peak()
     elif args.framework == "tf":
         result = measure_tf(args, args.mode)
     else:
@@ -171,12 +183,12 @@ def run_one(args):
     print("RESULT " + json.dumps(result))
 
 
-def child(args, framework, kind, mode, network):
+def child(args, framework, kind, mode, network, batch_norm="fused"):
     shape = [
         f"--{name}={getattr(args, name)}" for name in ("steps", "batch_size", "input_size", "features", "num_stacks")
     ]
     command = [sys.executable, __file__, "--child", f"--framework={framework}", f"--kind={kind}", f"--mode={mode}",
-               f"--tasks={NETWORKS[network]}", *shape]  # fmt: skip
+               f"--tasks={NETWORKS[network]}", f"--batch_norm={batch_norm}", *shape]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode or not lines:
@@ -194,31 +206,41 @@ def main():
     parser.add_argument("--num_stacks", type=int, default=2)
     parser.add_argument("--networks", default="all,pose2d")
     parser.add_argument("--xla", default="pose2d", help="networks also measured with XLA (4 tasks: ~9 GB to compile)")
+    parser.add_argument("--keras_bn", default="pose2d", help="networks also trained with Keras' BatchNormalization")
     parser.add_argument("--skip_torch", action="store_true")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--framework", help=argparse.SUPPRESS)
     parser.add_argument("--kind", help=argparse.SUPPRESS)
     parser.add_argument("--mode", help=argparse.SUPPRESS)
     parser.add_argument("--tasks", help=argparse.SUPPRESS)
+    parser.add_argument("--batch_norm", default="fused", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return run_one(args)
 
-    peak = child(args, "gemm", "-", "fp32", "pose2d")["flops_per_s"]
-    print(f"{os.cpu_count()} CPU threads; fp32 GEMM peak (2048^3, TensorFlow): {peak / 1e9:.0f} GFLOP/s")
+    gemm = child(args, "gemm", "-", "fp32", "pose2d")
+    peak = max(gemm["tensorflow"], gemm["numpy"])
+    print(
+        f"{os.cpu_count()} CPU threads; fp32 GEMM peak (2048^3 and 4096^3): {peak / 1e9:.0f} GFLOP/s "
+        f"(TensorFlow {gemm['tensorflow'] / 1e9:.0f}, NumPy {gemm['numpy'] / 1e9:.0f})"
+    )
     print(f"batch {args.batch_size}, {args.input_size} px, {args.num_stacks} stacks, {args.features} features\n")
     print(f"{'network':8} {'what':22} {'TF img/s':>9} {'PyTorch':>9} {'TF/PT':>6} {'TF RSS GiB':>10} {'%peak':>6}")
     for network in args.networks.split(","):
-        modes = ["fp32", "bf16"] + (["xla"] if network in args.xla.split(",") else [])
-        for mode in modes:
-            tf_result = child(args, "tf", "train", mode, network)
-            torch_result = None if args.skip_torch or mode == "xla" else child(args, "torch", "train", mode, network)
+        runs = [(mode, "fused") for mode in ("fp32", "bf16")]
+        runs += [("xla", "fused")] if network in args.xla.split(",") else []
+        runs += [(mode, "keras") for mode in ("fp32", "bf16")] if network in args.keras_bn.split(",") else []
+        for mode, batch_norm in runs:
+            tf_result = child(args, "tf", "train", mode, network, batch_norm)
+            with_peer = not args.skip_torch and mode != "xla" and batch_norm == "fused"
+            torch_result = child(args, "torch", "train", mode, network) if with_peer else None
             if tf_result is None:
                 continue
             rate = tf_result["images_per_s"]
             utilisation = 100 * 3 * tf_result["flops_per_image"] * rate / peak if mode != "bf16" else float("nan")
             peer = torch_result["images_per_s"] if torch_result else float("nan")
-            print(f"{network:8} {'train ' + mode:22} {rate:9.2f} {peer:9.2f} {rate / peer:6.2f} "
+            what = f"train {mode}" + (", Keras BN" if batch_norm == "keras" else "")
+            print(f"{network:8} {what:22} {rate:9.2f} {peer:9.2f} {rate / peer:6.2f} "
                   f"{tf_result['peak_rss_gib']:10.2f} {utilisation:6.1f}")  # fmt: skip
         tf_result = child(args, "tf", "infer", "fp32", network)
         torch_result = None if args.skip_torch else child(args, "torch", "infer", "fp32", network)

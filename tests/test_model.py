@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from mtha_tf import losses, tasks
 from mtha_tf.model import build_model
+from mtha_tf.model.fused_batch_norm import FusedBatchNormalization
 
 COMBINATIONS = [c for n in range(1, 5) for c in itertools.combinations(tasks.TASKS, n)]
 TINY = dict(num_stacks=1, features=32, input_size=64)
@@ -101,3 +102,34 @@ def test_the_depth_background_weight_scales_only_background_pixels():
     assert weighted == pytest.approx(paper * (0.25 + 1) / 2, rel=1e-6)
     loss, _ = losses.keras_losses(("segmentation", "depth"), 1, depth_background_weight=0.25)
     assert loss["depth"].background_weight == 0.25 and loss["segmentation"].background_weight == 1.0
+
+
+def test_fused_batch_norm_matches_keras_with_torchs_running_variance():
+    x = tf.constant(np.random.default_rng(0).normal(2.0, 3.0, (5, 4, 4, 8)), tf.float32)
+    reference = keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9)
+    fused = FusedBatchNormalization(epsilon=1e-5, momentum=0.9)
+    reference.build(x.shape), fused.build(x.shape)
+    fused.set_weights([np.linspace(0.5, 1.5, 8) * (i + 1) for i in range(4)])
+    reference.set_weights(fused.get_weights())
+    outputs, input_gradients = [], []
+    for layer in (reference, fused):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(y * tf.range(8, dtype=tf.float32))
+        outputs.append(y.numpy()), input_gradients.append(tape.gradient(loss, x).numpy())
+    np.testing.assert_allclose(outputs[1], outputs[0], atol=1e-5)
+    np.testing.assert_allclose(input_gradients[1], input_gradients[0], atol=1e-5)
+    np.testing.assert_allclose(fused.moving_mean.numpy(), reference.moving_mean.numpy(), rtol=1e-5)
+    # The moving variance takes the unbiased batch variance (Torch's running_var), Keras' the biased one.
+    unbiased = 0.9 * np.linspace(0.5, 1.5, 8) * 4 + 0.1 * np.var(x.numpy(), axis=(0, 1, 2), ddof=1)
+    np.testing.assert_allclose(fused.moving_variance.numpy(), unbiased, rtol=1e-4)
+    assert not np.allclose(reference.moving_variance.numpy(), unbiased, rtol=1e-4)
+    reference.set_weights(fused.get_weights())
+    np.testing.assert_allclose(fused(x, training=False), reference(x, training=False), atol=1e-5)
+    mixed = FusedBatchNormalization(epsilon=1e-5, dtype="mixed_bfloat16")
+    mixed.build(x.shape)
+    mixed.set_weights(fused.get_weights())
+    half = mixed(x, training=False)  # bfloat16 activations, float32 statistics
+    assert half.dtype == tf.bfloat16 and mixed.moving_variance.dtype == "float32"
+    np.testing.assert_allclose(tf.cast(half, tf.float32), reference(x, training=False), atol=0.05, rtol=0.02)

@@ -3,6 +3,8 @@
 import tensorflow as tf
 from keras import layers
 
+from mtha_tf.model.fused_batch_norm import FusedBatchNormalization
+
 
 def batch_norm(name):
     """Torch's SpatialBatchNormalization as Newell's code uses it: eps 1e-5, running-average momentum 0.1 (Keras'
@@ -10,9 +12,10 @@ def batch_norm(name):
 
     Built under a strategy with several replicas, the batch statistics are all-reduced (the paper's batch of 5 split
     over GPUs would otherwise normalise over 1-2 images) and every worker keeps the same moving averages.
+    Otherwise one fused kernel computes it (fused_batch_norm.py: about twice as fast on the CPU, less memory).
     """
     synchronized = tf.distribute.get_strategy().num_replicas_in_sync > 1
-    return layers.BatchNormalization(epsilon=1e-5, momentum=0.9, synchronized=synchronized, name=name)
+    return FusedBatchNormalization(epsilon=1e-5, momentum=0.9, synchronized=synchronized, name=name)
 
 
 def apply_conv_bn_relu(x, filters, kernel_size, name, strides=1):

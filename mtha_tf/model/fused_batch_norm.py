@@ -1,0 +1,61 @@
+"""Keras' BatchNormalization computed by TensorFlow's fused kernel.
+
+Keras 3 normalises with separate ops (moments, subtract, multiply, add; in float32 even under mixed precision) and
+differentiates through each of them: on the CPU that costs more time than the hourglass' 1x1 convolutions and keeps
+several activation-sized tensors alive for the backward pass. `FusedBatchNormV3` (oneDNN's kernel on x86) does the
+forward pass in one op, its gradient in one op, keeps only the input and two per-channel vectors, and reads
+bfloat16 / float16 inputs directly with float32 statistics. Same variables, names and config as the Keras layer, so
+checkpoints and weight files are interchangeable.
+
+One difference, on purpose: the moving variance is updated with the unbiased batch variance (what the fused kernel
+returns, and what Torch's SpatialBatchNormalization in Newell's code keeps); Keras' own layer uses the biased one.
+"""
+
+import keras
+import tensorflow as tf
+from keras import layers
+
+
+@keras.saving.register_keras_serializable(package="mtha_tf")
+class FusedBatchNormalization(layers.BatchNormalization):
+    """BatchNormalization over the last axis of 4-D inputs by `FusedBatchNormV3`.
+
+    Falls back to Keras' implementation where the fused kernel does not apply: synchronized statistics across
+    replicas (the all-reduce needs the moments as separate ops), masks, renormalisation, other ranks or axes.
+    """
+
+    def _fused(self, inputs, mask):
+        return (
+            len(inputs.shape) == 4
+            and self.axis in (3, -1)
+            and mask is None
+            and not self.synchronized
+            and not self.renorm
+        )
+
+    def call(self, inputs, training=None, mask=None):
+        if not self._fused(inputs, mask):
+            return super().call(inputs, training=training, mask=mask)
+        if inputs.dtype not in (tf.float16, tf.bfloat16, tf.float32):
+            inputs = tf.cast(inputs, tf.float32)
+        channels = inputs.shape[-1]
+        scale = self.gamma.value if self.scale else tf.ones([channels], tf.float32)
+        offset = self.beta.value if self.center else tf.zeros([channels], tf.float32)
+        if training and self.trainable:
+            outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+                inputs, scale, offset, epsilon=self.epsilon, is_training=True
+            )
+            decay = 1.0 - self.momentum
+            self.moving_mean.assign_sub((self.moving_mean.value - mean) * decay)
+            self.moving_variance.assign_sub((self.moving_variance.value - variance) * decay)
+        else:
+            outputs, _, _ = tf.compat.v1.nn.fused_batch_norm(
+                inputs,
+                scale,
+                offset,
+                mean=self.moving_mean.value,
+                variance=self.moving_variance.value,
+                epsilon=self.epsilon,
+                is_training=False,
+            )
+        return tf.cast(outputs, self.compute_dtype)
