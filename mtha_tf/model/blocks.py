@@ -12,7 +12,7 @@ def batch_norm(name):
 
     Built under a strategy with several replicas, the batch statistics are all-reduced (the paper's batch of 5 split
     over GPUs would otherwise normalise over 1-2 images) and every worker keeps the same moving averages.
-    Otherwise one fused kernel computes it (fused_batch_norm.py: about twice as fast on the CPU, less memory).
+    Otherwise one fused kernel computes it (fused_batch_norm.py: faster, less memory).
     """
     synchronized = tf.distribute.get_strategy().num_replicas_in_sync > 1
     return FusedBatchNormalization(epsilon=1e-5, momentum=0.9, synchronized=synchronized, name=name)
