@@ -42,21 +42,19 @@ class FusedBatchNormalization(layers.BatchNormalization):
         channels = inputs.shape[-1]
         scale = self.gamma.value if self.scale else tf.ones([channels], tf.float32)
         offset = self.beta.value if self.center else tf.zeros([channels], tf.float32)
-        if training and self.trainable:
-            outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
-                inputs, scale, offset, epsilon=self.epsilon, is_training=True
-            )
+        training = bool(training and self.trainable)
+        # Training normalises with the batch's statistics (the kernel computes them), inference with the moving ones.
+        outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+            inputs,
+            scale,
+            offset,
+            mean=None if training else self.moving_mean.value,
+            variance=None if training else self.moving_variance.value,
+            epsilon=self.epsilon,
+            is_training=training,
+        )
+        if training:
             decay = 1.0 - self.momentum
             self.moving_mean.assign_sub((self.moving_mean.value - mean) * decay)
             self.moving_variance.assign_sub((self.moving_variance.value - variance) * decay)
-        else:
-            outputs, _, _ = tf.compat.v1.nn.fused_batch_norm(
-                inputs,
-                scale,
-                offset,
-                mean=self.moving_mean.value,
-                variance=self.moving_variance.value,
-                epsilon=self.epsilon,
-                is_training=False,
-            )
         return tf.cast(outputs, self.compute_dtype)
