@@ -14,6 +14,7 @@ import pytest
 import tensorflow as tf
 
 from mtha_tf import config as config_lib
+from mtha_tf import losses, tasks, trainer
 from mtha_tf.callbacks import TerminateOnNaN
 from mtha_tf.model import build_model
 from tests.conftest import REPO
@@ -86,6 +87,28 @@ def test_a_nan_loss_stops_training_with_a_clear_message():
     guard.on_train_batch_end(4, {"loss": float("nan"), "pose2d_loss": float("inf"), "depth_loss": 0.1})
     assert model.stop_training
     assert "batch 4" in guard.message and "loss, pose2d_loss" in guard.message and "--learning_rate" in guard.message
+
+
+def test_fit_traces_the_train_step_once():
+    """Every run pays the train step's trace (seconds to tens of seconds); a second one doubles every start."""
+    config = config_lib.make_config("tiny", tasks="pose2d,segmentation")
+    model = trainer.compile_model(config)
+    size, heat, count = config.input_size, config.input_size // 4, 2 * config.batch_size
+    rng = np.random.default_rng(0)
+    targets = {
+        "pose2d": rng.random((count, heat, heat, tasks.OUTPUT_CHANNELS["pose2d"]), np.float32),
+        "segmentation": rng.integers(0, tasks.OUTPUT_CHANNELS["segmentation"], (count, heat, heat)),
+    }
+    images = rng.normal(size=(count, size, size, 3)).astype("float32")
+    dataset = tf.data.Dataset.from_tensor_slices(({"image": images}, targets)).batch(config.batch_size).repeat()
+    dataset = dataset.map(losses.targets_per_output(config.task_names(), config.num_stacks))
+    traces = []
+    train_step = model.train_step
+    model.train_step = lambda data: traces.append(1) or train_step(data)
+    trainer.build_before_fit(model, tf.distribute.get_strategy(), dataset)
+    history = model.fit(dataset, epochs=2, steps_per_epoch=2, verbose=0)
+    assert len(traces) == 1
+    assert np.isfinite(history.history["loss"]).all()
 
 
 def test_presets_and_overrides():
