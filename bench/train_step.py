@@ -1,6 +1,6 @@
 r"""Training and inference speed of the networks in TensorFlow against a PyTorch copy, and against the CPU's limit.
 
-    python bench/train_step.py [--steps=3] [--batch_size=5] [--input_size=256] [--features=256] [--num_stacks=2]
+    python bench/train_step.py [--steps=5] [--batch_size=5] [--input_size=256] [--features=256] [--num_stacks=2]
                                [--networks=all,pose2d] [--xla=pose2d] [--keras_bn=pose2d] [--skip_torch]
 
 Needs `pip install -e .` and, for the peer, `pip install torch==2.13.0` (CPU wheel). Every figure comes from its own
@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -31,11 +32,15 @@ def _rss_gib():
 
 
 def _timed(step, steps):
+    """Median seconds per call after a warm-up call: robust to the bursts of a shared (virtual) machine, where a mean
+    over a few steps moved by +-25 % between identical runs."""
     step()  # tracing / warm-up
-    start = time.perf_counter()
+    seconds = []
     for _ in range(steps):
+        start = time.perf_counter()
         step()
-    return (time.perf_counter() - start) / steps
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds)
 
 
 def conv_flops(model):
@@ -199,7 +204,7 @@ def child(args, framework, kind, mode, network, batch_norm="fused"):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--batch_size", type=int, default=5)
     parser.add_argument("--input_size", type=int, default=256)
     parser.add_argument("--features", type=int, default=256)
