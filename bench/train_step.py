@@ -1,7 +1,8 @@
 r"""Training and inference speed of the networks in TensorFlow against a PyTorch copy, and against the CPU's limit.
 
     python bench/train_step.py [--steps=5] [--batch_size=5] [--input_size=256] [--features=256] [--num_stacks=2]
-                               [--networks=all,pose2d] [--xla=pose2d] [--keras_bn=pose2d] [--skip_torch]
+                               [--networks=all,pose2d] [--precisions=fp32,bf16] [--xla=pose2d] [--keras_bn=pose2d]
+                               [--skip_torch]
 
 Needs `pip install -e .` and, for the peer, `pip install torch==2.13.0` (CPU wheel). Every figure comes from its own
 subprocess (same thread count: all cores), so peak memory is per configuration. Training: images/s of one optimizer
@@ -212,6 +213,9 @@ def main():
     parser.add_argument("--networks", default="all,pose2d")
     parser.add_argument("--xla", default="pose2d", help="networks also measured with XLA (4 tasks: ~9 GB to compile)")
     parser.add_argument("--keras_bn", default="pose2d", help="networks also trained with Keras' BatchNormalization")
+    parser.add_argument(
+        "--precisions", default="fp32,bf16", help="training precisions (bf16: only CPUs with avx512_bf16)"
+    )
     parser.add_argument("--skip_torch", action="store_true")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--framework", help=argparse.SUPPRESS)
@@ -232,9 +236,10 @@ def main():
     print(f"batch {args.batch_size}, {args.input_size} px, {args.num_stacks} stacks, {args.features} features\n")
     print(f"{'network':8} {'what':22} {'TF img/s':>9} {'PyTorch':>9} {'TF/PT':>6} {'TF RSS GiB':>10} {'%peak':>6}")
     for network in args.networks.split(","):
-        runs = [(mode, "fused") for mode in ("fp32", "bf16")]
+        precisions = args.precisions.split(",")
+        runs = [(mode, "fused") for mode in precisions]
         runs += [("xla", "fused")] if network in args.xla.split(",") else []
-        runs += [(mode, "keras") for mode in ("fp32", "bf16")] if network in args.keras_bn.split(",") else []
+        runs += [(mode, "keras") for mode in precisions] if network in args.keras_bn.split(",") else []
         for mode, batch_norm in runs:
             tf_result = child(args, "tf", "train", mode, network, batch_norm)
             with_peer = not args.skip_torch and mode != "xla" and batch_norm == "fused"
