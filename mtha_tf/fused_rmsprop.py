@@ -39,6 +39,8 @@ class FusedRMSprop(keras.optimizers.RMSprop):
         object.__setattr__(self, "_increments", scratch)
 
     def update_step(self, gradient, variable, learning_rate):
+        if isinstance(gradient, tf.IndexedSlices):  # sparse gradients (embeddings): Keras' dense-op update
+            return super().update_step(gradient, variable, learning_rate)
         index = self._get_variable_index(variable)
         variable = variable.value if isinstance(variable, keras.Variable) else variable
         momentum = self._momentums[index] if self.momentum > 0 else self._increments[index]
