@@ -19,6 +19,11 @@ import keras
 import tensorflow as tf
 
 
+def _tf_variable(variable):
+    """The tf.Variable under a Keras variable (the kernels take resource handles)."""
+    return variable.value if isinstance(variable, keras.Variable) else variable
+
+
 @keras.saving.register_keras_serializable(package="mtha_tf")
 class FusedRMSprop(keras.optimizers.RMSprop):
     """`keras.optimizers.RMSprop` (same arguments, variables and results) with fused per-variable updates."""
@@ -33,8 +38,7 @@ class FusedRMSprop(keras.optimizers.RMSprop):
         # Keras' and TensorFlow's attribute tracking, hence out of checkpoints and `self.variables`.
         scratch = []
         for variable in var_list:
-            reference = variable.value if isinstance(variable, keras.Variable) else variable
-            with self._distribution_strategy.extended.colocate_vars_with(reference):
+            with self._distribution_strategy.extended.colocate_vars_with(_tf_variable(variable)):
                 scratch.append(tf.Variable(tf.zeros(variable.shape, variable.dtype), trainable=False))
         object.__setattr__(self, "_increments", scratch)
 
@@ -42,13 +46,12 @@ class FusedRMSprop(keras.optimizers.RMSprop):
         if isinstance(gradient, tf.IndexedSlices):  # sparse gradients (embeddings): Keras' dense-op update
             return super().update_step(gradient, variable, learning_rate)
         index = self._get_variable_index(variable)
-        variable = variable.value if isinstance(variable, keras.Variable) else variable
-        momentum = self._momentums[index] if self.momentum > 0 else self._increments[index]
-        momentum = momentum.value if isinstance(momentum, keras.Variable) else momentum
+        variable = _tf_variable(variable)
+        momentum = _tf_variable(self._momentums[index] if self.momentum > 0 else self._increments[index])
         dtype = variable.dtype
         arguments = dict(
             var=variable.handle,
-            ms=self._velocities[index].value.handle,
+            ms=_tf_variable(self._velocities[index]).handle,
             mom=momentum.handle,
             lr=tf.cast(learning_rate, dtype),
             rho=tf.cast(self.rho, dtype),
@@ -58,6 +61,6 @@ class FusedRMSprop(keras.optimizers.RMSprop):
             use_locking=False,
         )
         if self.centered:
-            tf.raw_ops.ResourceApplyCenteredRMSProp(mg=self._average_gradients[index].value.handle, **arguments)
+            tf.raw_ops.ResourceApplyCenteredRMSProp(mg=_tf_variable(self._average_gradients[index]).handle, **arguments)
         else:
             tf.raw_ops.ResourceApplyRMSProp(**arguments)

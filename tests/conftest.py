@@ -1,14 +1,32 @@
-"""Shared test fixtures: the real SURREAL files in ../shared/fixtures and a small synthetic SURREAL tree."""
+"""Shared test fixtures (the real SURREAL files in ../shared/fixtures, a synthetic SURREAL tree) and model batches."""
 
 import os
 import pathlib
 
+import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_FIXTURES = REPO.parent / "shared" / "fixtures"
+
+
+def random_batch(task_names, size, batch=2, seed=0):
+    """Model inputs and per-task targets for tests: random images, blocky label maps, one peak per heatmap channel."""
+    rng = np.random.default_rng(seed)
+    grid = size // 4
+    images = rng.normal(size=(batch, size, size, 3)).astype(np.float32)
+    blocks = np.add.outer(np.arange(grid) // 4, np.arange(grid) // 4)
+    peaks = np.zeros((batch, grid, grid, 304), np.float32)
+    peaks[:, rng.integers(0, grid, 304), rng.integers(0, grid, 304), np.arange(304)] = 1.0
+    targets = {
+        "pose2d": peaks[..., :16],
+        "segmentation": np.broadcast_to(blocks % 15, (batch, grid, grid)).astype(np.int32),
+        "depth": np.broadcast_to(blocks % 20, (batch, grid, grid)).astype(np.int32),
+        "pose3d": peaks,
+    }
+    return {"image": images}, {t: targets[t] for t in task_names}
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ from mtha_tf import losses, tasks, trainer
 from mtha_tf.fused_rmsprop import FusedRMSprop
 from mtha_tf.model import build_model
 from mtha_tf.model.fused_batch_norm import FusedBatchNormalization
+from tests.conftest import random_batch
 
 COMBINATIONS = [c for n in range(1, 5) for c in itertools.combinations(tasks.TASKS, n)]
 TINY = dict(num_stacks=1, features=32, input_size=64)
@@ -27,23 +28,6 @@ def test_single_task_model_is_newells_network():
     assert sorted(model.output) == ["pose2d", "pose2d_stack1"]
 
 
-def _batch(task_names, size, batch=2, seed=0):
-    """Random images with structured targets: blocky label maps and one peak per heatmap channel."""
-    rng = np.random.default_rng(seed)
-    grid = size // 4
-    images = rng.normal(size=(batch, size, size, 3)).astype(np.float32)
-    blocks = np.add.outer(np.arange(grid) // 4, np.arange(grid) // 4)
-    peaks = np.zeros((batch, grid, grid, 304), np.float32)
-    peaks[:, rng.integers(0, grid, 304), rng.integers(0, grid, 304), np.arange(304)] = 1.0
-    targets = {
-        "pose2d": peaks[..., :16],
-        "segmentation": np.broadcast_to(blocks % 15, (batch, grid, grid)).astype(np.int32),
-        "depth": np.broadcast_to(blocks % 20, (batch, grid, grid)).astype(np.int32),
-        "pose3d": peaks,
-    }
-    return {"image": images}, {t: targets[t] for t in task_names}
-
-
 def _compiled(task_names, num_stacks=1, learning_rate=1e-3, run_eagerly=True):
     model = build_model(task_names, **dict(TINY, num_stacks=num_stacks))
     loss, weights = losses.keras_losses(task_names, num_stacks)
@@ -56,7 +40,7 @@ def _compiled(task_names, num_stacks=1, learning_rate=1e-3, run_eagerly=True):
 @pytest.mark.parametrize("task_names", COMBINATIONS, ids=["+".join(c) for c in COMBINATIONS])
 def test_every_task_combination_builds_and_takes_a_training_step(task_names):
     model = _compiled(task_names)
-    inputs, targets = _batch(task_names, 64)
+    inputs, targets = random_batch(task_names, 64)
     outputs = model(inputs)
     assert sorted(outputs) == sorted(task_names)
     for task in task_names:
@@ -79,7 +63,7 @@ def test_streams_exchange_features_between_stacks():
 @pytest.mark.parametrize("task_names", [("pose2d", "depth"), ("segmentation", "pose3d")])
 def test_loss_falls_when_overfitting_one_batch(task_names):
     model = _compiled(task_names, num_stacks=2, learning_rate=2e-3, run_eagerly=False)  # 15 steps: one trace pays
-    inputs, targets = _batch(task_names, 64, batch=2, seed=1)
+    inputs, targets = random_batch(task_names, 64, batch=2, seed=1)
     batch = tf.data.Dataset.from_tensors(losses.targets_per_output(task_names, 2)(inputs, targets))
     trainer.build_before_fit(model, tf.distribute.get_strategy(), batch)
     history = model.fit(batch.repeat(), epochs=15, steps_per_epoch=1, verbose=0).history["loss"]

@@ -14,10 +14,10 @@ import pytest
 import tensorflow as tf
 
 from mtha_tf import config as config_lib
-from mtha_tf import losses, tasks, trainer
+from mtha_tf import losses, trainer
 from mtha_tf.callbacks import TerminateOnNaN
 from mtha_tf.model import build_model
-from tests.conftest import REPO
+from tests.conftest import REPO, random_batch
 
 TINY_RUN = ["--preset=tiny", "--epochs=3", "--steps_per_epoch=2"]
 
@@ -93,14 +93,8 @@ def test_fit_traces_the_train_step_once():
     """Every run pays the train step's trace (seconds to tens of seconds); a second one doubles every start."""
     config = config_lib.make_config("tiny", tasks="pose2d,segmentation")
     model = trainer.compile_model(config)
-    size, heat, count = config.input_size, config.input_size // 4, 2 * config.batch_size
-    rng = np.random.default_rng(0)
-    targets = {
-        "pose2d": rng.random((count, heat, heat, tasks.OUTPUT_CHANNELS["pose2d"]), np.float32),
-        "segmentation": rng.integers(0, tasks.OUTPUT_CHANNELS["segmentation"], (count, heat, heat)),
-    }
-    images = rng.normal(size=(count, size, size, 3)).astype("float32")
-    dataset = tf.data.Dataset.from_tensor_slices(({"image": images}, targets)).batch(config.batch_size).repeat()
+    inputs, targets = random_batch(config.task_names(), config.input_size, batch=config.batch_size)
+    dataset = tf.data.Dataset.from_tensors((inputs, targets)).repeat()
     dataset = dataset.map(losses.targets_per_output(config.task_names(), config.num_stacks))
     traces = []
     train_step = model.train_step
