@@ -11,8 +11,12 @@ import sys
 
 from absl import app, flags
 
-from mtha_tf.config_flags import config_from_flags, define_config_flags
-from mtha_tf.trainer import TrainingFailed, train
+from mtha_tf import cpu_runtime
+
+cpu_runtime.configure_before_tensorflow()  # oneDNN kernels and fewer malloc arenas: read once, at start-up
+
+from mtha_tf.config_flags import config_from_flags, define_config_flags  # noqa: E402
+from mtha_tf.trainer import TrainingFailed, train  # noqa: E402
 
 
 def main(argv):

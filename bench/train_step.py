@@ -2,17 +2,18 @@ r"""Training and inference speed of the networks in TensorFlow against a PyTorch
 
     python bench/train_step.py [--steps=5] [--batch_size=5] [--input_size=256] [--features=256] [--num_stacks=2]
                                [--networks=all,pose2d] [--precisions=fp32,bf16] [--xla=pose2d] [--keras_bn=pose2d]
-                               [--skip_torch]
+                               [--kinds=train,infer] [--skip_torch]
 
 Needs `pip install -e .` and, for the peer, `pip install torch==2.13.0` (CPU wheel). Every figure comes from its own
 subprocess (same thread count: all cores), so peak memory is per configuration. Training: images/s of one optimizer
 step (RMSprop, the paper's losses, random inputs and targets of the right shapes: the input pipeline is measured by
 bench/input_pipeline.py) with tf.function, with XLA (`jit_compile`), and with mixed_bfloat16, beside PyTorch fp32
-(channels-last) and bf16 autocast; the TF/PyTorch ratio pair by pair. Inference: images/s at batch 1 and 32, fp32.
-The limit: model FLOPs per image (convolutions, counted from the Keras layers; a training step is ~3x the forward
-pass) and the achieved FLOP/s as a percentage of an fp32 GEMM peak measured in the same run. For the networks in
---keras_bn, training is also measured with Keras' own BatchNormalization in place of the fused layer, the reference
-for what fused_batch_norm.py gains.
+(channels-last) and bf16 autocast; the TF/PyTorch ratio pair by pair. Inference: images/s at batch 1 and 32, fp32,
+of the Keras model and of the exported network (rows "export": batch norms folded into the convolutions,
+export/fold_batch_norm.py) against PyTorch's eval mode. The limit: model FLOPs per image (convolutions, counted from
+the Keras layers; a training step is ~3x the forward pass) and the achieved FLOP/s as a percentage of an fp32 GEMM
+peak measured in the same run. For the networks in --keras_bn, training is also measured with Keras' own
+BatchNormalization in place of the fused layer, the reference for what fused_batch_norm.py gains.
 """
 
 import argparse
@@ -93,10 +94,15 @@ def measure_tf(args, mode):
         seconds = _timed(lambda: model.train_on_batch({"image": images}, targets), args.steps)
         result["images_per_s"] = args.batch_size / seconds
     else:
-        forward = tf.function(lambda x: model({"image": x}, training=False), jit_compile=mode == "xla")
-        for batch in (1, 32):
-            x = tf.constant(rng.normal(size=(batch, size, size, 3)), tf.float32)
-            result[f"batch{batch}_images_per_s"] = batch / _timed(lambda x=x: forward(x).values(), args.steps)
+        from export.fold_batch_norm import fold_batch_norms
+
+        # The Keras model as trained, and the exported network (batch norms folded into the convolutions).
+        for prefix, network in (("", model), ("folded_", fold_batch_norms(model))):
+            forward = tf.function(lambda x, n=network: n({"image": x}, training=False), jit_compile=mode == "xla")
+            for batch in (1, 32):
+                x = tf.constant(rng.normal(size=(batch, size, size, 3)), tf.float32)
+                seconds = _timed(lambda x=x, f=forward: f(x).values(), args.steps)
+                result[f"{prefix}batch{batch}_images_per_s"] = batch / seconds
     keras.backend.clear_session()
     return result
 
@@ -216,6 +222,7 @@ def main():
     parser.add_argument(
         "--precisions", default="fp32,bf16", help="training precisions (bf16: only CPUs with avx512_bf16)"
     )
+    parser.add_argument("--kinds", default="train,infer", help="what to measure: training steps, inference or both")
     parser.add_argument("--skip_torch", action="store_true")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--framework", help=argparse.SUPPRESS)
@@ -240,6 +247,7 @@ def main():
         runs = [(mode, "fused") for mode in precisions]
         runs += [("xla", "fused")] if network in args.xla.split(",") else []
         runs += [(mode, "keras") for mode in precisions] if network in args.keras_bn.split(",") else []
+        runs = runs if "train" in args.kinds.split(",") else []
         for mode, batch_norm in runs:
             tf_result = child(args, "tf", "train", mode, network, batch_norm)
             with_peer = not args.skip_torch and mode != "xla" and batch_norm == "fused"
@@ -252,14 +260,17 @@ def main():
             what = f"train {mode}" + (", Keras BN" if batch_norm == "keras" else "")
             print(f"{network:8} {what:22} {rate:9.2f} {peer:9.2f} {rate / peer:6.2f} "
                   f"{tf_result['peak_rss_gib']:10.2f} {utilisation:6.1f}")  # fmt: skip
+        if "infer" not in args.kinds.split(","):
+            continue
         tf_result = child(args, "tf", "infer", "fp32", network)
         torch_result = None if args.skip_torch else child(args, "torch", "infer", "fp32", network)
-        for batch in (1, 32):
+        for prefix, batch in ((prefix, batch) for prefix in ("", "folded_") for batch in (1, 32)):
             key = f"batch{batch}_images_per_s"
-            rate = tf_result[key] if tf_result else float("nan")
+            rate = tf_result[prefix + key] if tf_result else float("nan")
             peer = torch_result[key] if torch_result else float("nan")
             utilisation = 100 * tf_result["flops_per_image"] * rate / peak if tf_result else float("nan")
-            print(f"{network:8} {f'inference b{batch} fp32':22} {rate:9.2f} {peer:9.2f} {rate / peer:6.2f} "
+            what = f"inference b{batch} fp32" + (", export" if prefix else "")
+            print(f"{network:8} {what:22} {rate:9.2f} {peer:9.2f} {rate / peer:6.2f} "
                   f"{tf_result['peak_rss_gib']:10.2f} {utilisation:6.1f}")  # fmt: skip
         if tf_result:
             print(f"{network:8} forward GFLOP/image: {tf_result['flops_per_image'] / 1e9:.1f}, "

@@ -19,6 +19,7 @@ each image's height and width).
 import keras
 import tensorflow as tf
 
+from export.fold_batch_norm import fold_batch_norms
 from mtha_tf import surreal, tasks
 from mtha_tf.data import crop
 from mtha_tf.data.sample import normalise_image
@@ -87,8 +88,10 @@ class ServingModule(tf.Module):
         self.input_size = input_size
         self.heatmap_size = input_size // 4
         self.codecs = tasks.codecs(self.heatmap_size)
-        # Only the last stack's heads are outputs; the layers (and so each weight) are the trained model's own.
-        network = keras.Model(model.inputs, {t: model.get_layer(t).output for t in self.task_names})
+        # Only the last stack's heads are outputs, with the batch norms that follow a convolution folded into it
+        # (fold_batch_norm.py: two of every residual's three norms; the weights are copies of the trained ones).
+        last_stack = keras.Model(model.inputs, {t: model.get_layer(t).output for t in self.task_names})
+        network = fold_batch_norms(last_stack)
         # The module tracks the plain tf.Variables, not the Keras objects: the SavedModel then holds each weight once,
         # no Keras-specific functions, and one traced forward pass that every signature calls.
         self.network_weights = [weight.value for weight in network.weights]

@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 from export.client import GrpcClient, RestClient, ServingError
+from export.fold_batch_norm import foldable_pairs
 from export.local_server import SavedModelRunner, start_grpc, start_rest
 from export.saved_model import WARMUP_FILE, export_model
 from export.serving import ServingModule, decode_image
@@ -99,7 +100,11 @@ def test_the_layout_signatures_and_weights(exported):
     weights = tf.train.load_checkpoint(f"{path}/variables/variables")
     shapes = weights.get_variable_to_shape_map()
     stored = sum(int(np.prod(shape)) for name, shape in shapes.items() if name != "_CHECKPOINTABLE_OBJECT_GRAPH")
-    assert stored == model.count_params(), "each weight stored once"
+    # Each weight once: the trained model's, less the batch norms folded into convolutions (their 4 vectors become
+    # the convolution's bias, which the model's convolutions already have).
+    folded_norms = [model.get_layer(name) for name in foldable_pairs(model)]
+    assert folded_norms, "the export folds batch norms"
+    assert stored == model.count_params() - sum(norm.count_params() for norm in folded_norms)
     log = tf.data.TFRecordDataset(f"{path}/{WARMUP_FILE}")
     from tensorflow_serving.apis import prediction_log_pb2
 

@@ -1,0 +1,44 @@
+"""train.py's process settings: oneDNN kernels and the malloc arena limit, unless the user chose otherwise."""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from mtha_tf import cpu_runtime
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+PROBE = """
+import os, sys
+sys.path.insert(0, sys.argv[1])
+import train  # noqa: F401  (its imports configure the process, as `python train.py` does)
+from tensorflow.python.util import _pywrap_util_port
+print(_pywrap_util_port.IsMklEnabled(), os.environ["MALLOC_ARENA_MAX"])
+"""
+
+
+def _probe(**environment):
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_ENABLE_ONEDNN_OPTS", "MALLOC_ARENA_MAX")}
+    env.update(environment, TF_CPP_MIN_LOG_LEVEL="2")
+    done = subprocess.run([sys.executable, "-c", PROBE, str(REPO)], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    onednn, arenas = done.stdout.split()[-2:]
+    return onednn == "True", int(arenas)
+
+
+def test_train_py_turns_on_onednn_and_limits_malloc_arenas_before_tensorflow_starts():
+    assert _probe() == (True, cpu_runtime.MALLOC_ARENAS)
+
+
+def test_the_users_environment_wins():
+    onednn, arenas = _probe(TF_ENABLE_ONEDNN_OPTS="0", MALLOC_ARENA_MAX="6")
+    assert not onednn and arenas == 6
+
+
+def test_configuring_after_tensorflow_is_imported_is_an_error():
+    import tensorflow  # noqa: F401
+
+    with pytest.raises(RuntimeError, match="before TensorFlow is imported"):
+        cpu_runtime.configure_before_tensorflow()
