@@ -5,15 +5,17 @@ r"""Training and inference speed of the networks in TensorFlow against a PyTorch
                                [--kinds=train,infer] [--skip_torch]
 
 Needs `pip install -e .` and, for the peer, `pip install torch==2.13.0` (CPU wheel). Every figure comes from its own
-subprocess (same thread count: all cores), so peak memory is per configuration. Training: images/s of one optimizer
-step (RMSprop, the paper's losses, random inputs and targets of the right shapes: the input pipeline is measured by
+subprocess (same thread count: all cores), so peak memory is per configuration. TensorFlow trains with train.py's
+process settings (mtha_tf/cpu_runtime.py: oneDNN kernels, 2 malloc arenas) and infers with TensorFlow's defaults, as
+served (the environment overrides both: e.g. TF_ENABLE_ONEDNN_OPTS=0|1). Training: images/s of one optimizer step
+(RMSprop, the paper's losses, random inputs and targets of the right shapes: the input pipeline is measured by
 bench/input_pipeline.py) with tf.function, with XLA (`jit_compile`), and with mixed_bfloat16, beside PyTorch fp32
-(channels-last) and bf16 autocast; the TF/PyTorch ratio pair by pair. Inference: images/s at batch 1 and 32, fp32,
-of the Keras model and of the exported network (rows "export": batch norms folded into the convolutions,
-export/fold_batch_norm.py) against PyTorch's eval mode. The limit: model FLOPs per image (convolutions, counted from
-the Keras layers; a training step is ~3x the forward pass) and the achieved FLOP/s as a percentage of an fp32 GEMM
-peak measured in the same run. For the networks in --keras_bn, training is also measured with Keras' own
-BatchNormalization in place of the fused layer, the reference for what fused_batch_norm.py gains.
+(channels-last) and bf16 autocast; the TF/PyTorch ratio pair by pair. Inference: images/s at batch 1 and 32, fp32, of
+the Keras model and of the exported network (rows "export": batch norms folded into the convolutions,
+export/fold_batch_norm.py) against PyTorch's eval mode. The limit: model FLOPs per image (convolutions, counted from the
+Keras layers; a training step is ~3x the forward pass) and the achieved FLOP/s as a percentage of an fp32 GEMM peak
+measured in the same run. For the networks in --keras_bn, training is also measured with Keras' own BatchNormalization
+in place of the fused layer, the reference for what fused_batch_norm.py gains.
 """
 
 import argparse
@@ -188,6 +190,10 @@ def run_one(args):
     if args.framework == "gemm":
         result = gemm_peak()
     elif args.framework == "tf":
+        if args.kind == "train":  # as train.py runs; inference as TF Serving and tf.saved_model.load run it
+            from mtha_tf import cpu_runtime
+
+            cpu_runtime.configure_before_tensorflow()
         result = measure_tf(args, args.mode)
     else:
         result = measure_torch(args, args.mode)

@@ -57,7 +57,9 @@ def fold_batch_norms(model):
             return args[0]
         return layer(*args, **kwargs)
 
-    folded = keras.models.clone_model(model, clone_function=clone_layer, call_function=call_layer)
+    # A plain functional view of the same layers: cloning a compiled model would also rebuild its losses and optimizer.
+    inference_view = keras.Model(model.input, model.output, name=model.name)
+    folded = keras.models.clone_model(inference_view, clone_function=clone_layer, call_function=call_layer)
     for layer in folded.layers:
         if not layer.weights:
             continue
