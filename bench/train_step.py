@@ -247,7 +247,7 @@ def main():
         f"(TensorFlow {gemm['tensorflow'] / 1e9:.0f}, NumPy {gemm['numpy'] / 1e9:.0f})"
     )
     print(f"batch {args.batch_size}, {args.input_size} px, {args.num_stacks} stacks, {args.features} features\n")
-    print(f"{'network':8} {'what':22} {'TF img/s':>9} {'PyTorch':>9} {'TF/PT':>6} {'TF RSS GiB':>10} {'%peak':>6}")
+    print(f"{'network':8} {'what':26} {'TF img/s':>9} {'PyTorch':>9} {'TF/PT':>6} {'TF RSS GiB':>10} {'%peak':>6}")
     for network in args.networks.split(","):
         precisions = args.precisions.split(",")
         runs = [(mode, "fused") for mode in precisions]
@@ -264,7 +264,7 @@ def main():
             utilisation = 100 * 3 * tf_result["flops_per_image"] * rate / peak if mode != "bf16" else float("nan")
             peer = torch_result["images_per_s"] if torch_result else float("nan")
             what = f"train {mode}" + (", Keras BN" if batch_norm == "keras" else "")
-            print(f"{network:8} {what:22} {rate:9.2f} {peer:9.2f} {rate / peer:6.2f} "
+            print(f"{network:8} {what:26} {rate:9.2f} {peer:9.2f} {rate / peer:6.2f} "
                   f"{tf_result['peak_rss_gib']:10.2f} {utilisation:6.1f}")  # fmt: skip
         if "infer" not in args.kinds.split(","):
             continue
@@ -276,7 +276,7 @@ def main():
             peer = torch_result[key] if torch_result else float("nan")
             utilisation = 100 * tf_result["flops_per_image"] * rate / peak if tf_result else float("nan")
             what = f"inference b{batch} fp32" + (", export" if prefix else "")
-            print(f"{network:8} {what:22} {rate:9.2f} {peer:9.2f} {rate / peer:6.2f} "
+            print(f"{network:8} {what:26} {rate:9.2f} {peer:9.2f} {rate / peer:6.2f} "
                   f"{tf_result['peak_rss_gib']:10.2f} {utilisation:6.1f}")  # fmt: skip
         if tf_result:
             print(f"{network:8} forward GFLOP/image: {tf_result['flops_per_image'] / 1e9:.1f}, "

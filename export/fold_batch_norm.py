@@ -12,7 +12,11 @@ import numpy as np
 
 
 def foldable_pairs(model):
-    """{batch norm layer name: the Conv2D whose only consumer it is} for the model's inference-mode norms."""
+    """{batch norm layer name: the Conv2D whose only consumer it is} for the model's inference-mode norms.
+
+    Keras 3 exposes a functional model's graph only through its layers' nodes (`_inbound_nodes`, `_outbound_nodes`)
+    and the tensors' `_keras_history`.
+    """
     pairs = {}
     for layer in model.layers:
         if not isinstance(layer, keras.layers.BatchNormalization) or len(layer._inbound_nodes) != 1:
@@ -26,14 +30,18 @@ def foldable_pairs(model):
     return pairs
 
 
+def _float64(variable):
+    return np.asarray(variable.numpy(), np.float64)
+
+
 def _folded_conv_weights(conv, norm):
     """The kernel and bias of conv followed by norm (inference mode), computed in float64."""
-    kernel = np.asarray(conv.kernel.numpy(), np.float64)
-    bias = np.asarray(conv.bias.numpy(), np.float64) if conv.use_bias else np.zeros(kernel.shape[-1])
-    gamma = norm.gamma.numpy() if norm.scale else 1.0
-    beta = norm.beta.numpy() if norm.center else 0.0
-    scale = np.asarray(gamma, np.float64) / np.sqrt(np.asarray(norm.moving_variance.numpy(), np.float64) + norm.epsilon)
-    folded_bias = (bias - norm.moving_mean.numpy()) * scale + beta
+    kernel = _float64(conv.kernel)
+    bias = _float64(conv.bias) if conv.use_bias else 0.0
+    gamma = _float64(norm.gamma) if norm.scale else 1.0
+    beta = _float64(norm.beta) if norm.center else 0.0
+    scale = gamma / np.sqrt(_float64(norm.moving_variance) + norm.epsilon)
+    folded_bias = (bias - _float64(norm.moving_mean)) * scale + beta
     return [(kernel * scale).astype(np.float32), folded_bias.astype(np.float32)]
 
 
