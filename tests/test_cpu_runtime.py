@@ -2,6 +2,7 @@
 
 import os
 import pathlib
+import platform
 import subprocess
 import sys
 
@@ -29,7 +30,10 @@ def _probe(**environment):
 
 
 def test_train_py_turns_on_onednn_and_limits_malloc_arenas_before_tensorflow_starts():
-    assert _probe() == (True, cpu_runtime.MALLOC_ARENAS)
+    onednn, arenas = _probe()
+    assert arenas == cpu_runtime.MALLOC_ARENAS
+    # TensorFlow's x86 wheels carry oneDNN; on other CPUs the variable may have no kernels to turn on.
+    assert onednn or platform.machine().lower() not in ("x86_64", "amd64")
 
 
 def test_the_users_environment_wins():
