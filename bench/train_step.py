@@ -19,6 +19,7 @@ in place of the fused layer, the reference for what fused_batch_norm.py gains.
 """
 
 import argparse
+import itertools
 import json
 import os
 import resource
@@ -248,12 +249,12 @@ def main():
     )
     print(f"batch {args.batch_size}, {args.input_size} px, {args.num_stacks} stacks, {args.features} features\n")
     print(f"{'network':8} {'what':26} {'TF img/s':>9} {'PyTorch':>9} {'TF/PT':>6} {'TF RSS GiB':>10} {'%peak':>6}")
+    kinds, precisions = args.kinds.split(","), args.precisions.split(",")
     for network in args.networks.split(","):
-        precisions = args.precisions.split(",")
         runs = [(mode, "fused") for mode in precisions]
         runs += [("xla", "fused")] if network in args.xla.split(",") else []
         runs += [(mode, "keras") for mode in precisions] if network in args.keras_bn.split(",") else []
-        runs = runs if "train" in args.kinds.split(",") else []
+        runs = runs if "train" in kinds else []
         for mode, batch_norm in runs:
             tf_result = child(args, "tf", "train", mode, network, batch_norm)
             with_peer = not args.skip_torch and mode != "xla" and batch_norm == "fused"
@@ -266,11 +267,11 @@ def main():
             what = f"train {mode}" + (", Keras BN" if batch_norm == "keras" else "")
             print(f"{network:8} {what:26} {rate:9.2f} {peer:9.2f} {rate / peer:6.2f} "
                   f"{tf_result['peak_rss_gib']:10.2f} {utilisation:6.1f}")  # fmt: skip
-        if "infer" not in args.kinds.split(","):
+        if "infer" not in kinds:
             continue
         tf_result = child(args, "tf", "infer", "fp32", network)
         torch_result = None if args.skip_torch else child(args, "torch", "infer", "fp32", network)
-        for prefix, batch in ((prefix, batch) for prefix in ("", "folded_") for batch in (1, 32)):
+        for prefix, batch in itertools.product(("", "folded_"), (1, 32)):
             key = f"batch{batch}_images_per_s"
             rate = tf_result[prefix + key] if tf_result else float("nan")
             peer = torch_result[key] if torch_result else float("nan")
