@@ -23,6 +23,7 @@ from export.fold_batch_norm import fold_batch_norms
 from mtha_tf import surreal, tasks
 from mtha_tf.data import crop
 from mtha_tf.data.sample import normalise_image
+from mtha_tf.targets import make_codecs
 
 MAX_IMAGE_SIDE = 8192  # larger claims are refused before decoding (a 20000 x 20000 PNG header would need 1.2 GB)
 DEFAULT_FOCAL_PX = float(surreal.INTRINSICS[0, 0])
@@ -87,7 +88,7 @@ class ServingModule(tf.Module):
         self.task_names = tasks.parse_tasks(task_names)
         self.input_size = input_size
         self.heatmap_size = input_size // 4
-        self.codecs = tasks.codecs(self.heatmap_size)
+        self.codecs = make_codecs(self.heatmap_size)
         # Only the last stack's heads are outputs, with the batch norms that follow a convolution folded into it
         # (fold_batch_norm.py: two of every residual's three norms; the weights are copies of the trained ones).
         last_stack = keras.Model(model.inputs, {t: model.get_layer(t).output for t in self.task_names})

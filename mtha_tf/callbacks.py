@@ -7,6 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from mtha_tf import evaluation, tasks, visualize
+from mtha_tf.targets import make_codecs
 
 
 def flatten_metrics(results, prefix="val"):
@@ -54,7 +55,7 @@ class PredictionImages(keras.callbacks.Callback):
         self.images = batch
         self.tasks = tasks.parse_tasks(trained_tasks)
         self.every = every
-        self.codecs = tasks.codecs(batch.shape[1] // 4)
+        self.codecs = make_codecs(batch.shape[1] // 4)
 
     def on_epoch_end(self, epoch, logs=None):
         if epoch % self.every:

@@ -13,10 +13,11 @@ import keras
 import numpy as np
 from absl import app, flags
 
-from mtha_tf import atomic_files, evaluation, report, tasks, visualize
+from mtha_tf import atomic_files, evaluation, report, visualize
 from mtha_tf import config as config_lib
 from mtha_tf.data.crop import transform_points
 from mtha_tf.model import build_model
+from mtha_tf.targets import make_codecs
 
 
 def load_trained(workdir):
@@ -49,7 +50,7 @@ def prediction_grid(model, config, pattern, path, count=6):
     task_names = config.task_names()
     inputs, _ = next(iter(evaluation.evaluation_dataset(pattern, task_names, count, config.input_size)))
     outputs = model({"image": inputs["image"]}, training=False)
-    codecs = tasks.codecs(config.input_size // 4)
+    codecs = make_codecs(config.input_size // 4)
     joints = codecs["pose2d"].decode(outputs["pose2d"])[0].numpy() if "pose2d" in outputs else None
     parts = codecs["segmentation"].decode(outputs["segmentation"]).numpy() if "segmentation" in outputs else None
     depth = codecs["depth"].decode(outputs["depth"])[0].numpy() if "depth" in outputs else None

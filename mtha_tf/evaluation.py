@@ -6,6 +6,7 @@ import tensorflow as tf
 from mtha_tf import metrics, surreal, tasks
 from mtha_tf.data import crop
 from mtha_tf.data.pipeline import make_dataset, naming_corrupt_files
+from mtha_tf.targets import make_codecs
 
 
 def evaluation_dataset(file_pattern, trained_tasks, batch_size, input_size):
@@ -27,7 +28,7 @@ def _to_frame(points, matrix):
 class _Accumulator:
     def __init__(self, trained_tasks, heatmap_size):
         self.tasks = trained_tasks
-        self.codecs = tasks.codecs(heatmap_size)
+        self.codecs = make_codecs(heatmap_size)
         self.heatmap_size = heatmap_size
         self.lists = {}
         self.confusion = np.zeros((surreal.NUM_PART_CLASSES,) * 2, np.int64)

@@ -48,8 +48,9 @@ class SpatialCrossEntropy(keras.losses.Loss):
         return spatial_cross_entropy(y_true, y_pred, self.background_weight)
 
 
-KERAS_LOSSES = {"pose2d": HeatmapRMSE, "segmentation": SpatialCrossEntropy, "depth": SpatialCrossEntropy,
-                "pose3d": HeatmapRMSE}  # fmt: skip
+KERAS_LOSSES = {
+    task: SpatialCrossEntropy if task in task_table.LABEL_MAP_TASKS else HeatmapRMSE for task in task_table.TASKS
+}
 
 
 def keras_losses(tasks, num_stacks, task_weights=None, depth_background_weight=1.0):

@@ -1,9 +1,10 @@
-"""The four tasks: their names (used as keys everywhere), output channels and target codecs."""
+"""The four tasks: their names (used as keys everywhere), output channels and kind of target.
+
+Plain Python and NumPy, no TensorFlow: the PyTorch peer of the benchmarks imports it on machines without TensorFlow.
+The target codecs are in `mtha_tf.targets`.
+"""
 
 from mtha_tf import surreal
-from mtha_tf.targets.labels import DepthCodec, SegmentationCodec
-from mtha_tf.targets.pose2d import Pose2DCodec
-from mtha_tf.targets.pose3d import Pose3DCodec
 
 TASKS = ("pose2d", "segmentation", "depth", "pose3d")
 
@@ -14,15 +15,8 @@ OUTPUT_CHANNELS = {
     "pose3d": surreal.NUM_JOINTS * surreal.NUM_DEPTH_BINS,
 }
 
-
-def codecs(heatmap_size=64):
-    """One codec per task, sized for the network's output resolution."""
-    return {
-        "pose2d": Pose2DCodec(heatmap_size=heatmap_size),
-        "segmentation": SegmentationCodec(),
-        "depth": DepthCodec(),
-        "pose3d": Pose3DCodec(heatmap_size=heatmap_size),
-    }
+# Targets that are per-pixel class labels (trained with cross-entropy); the others are heatmaps (trained with RMSE).
+LABEL_MAP_TASKS = ("segmentation", "depth")
 
 
 def parse_tasks(tasks):

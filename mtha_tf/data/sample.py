@@ -2,8 +2,9 @@
 
 import tensorflow as tf
 
-from mtha_tf import surreal, tasks
+from mtha_tf import surreal
 from mtha_tf.data import crop
+from mtha_tf.targets import make_codecs
 
 
 def normalise_image(rgb):
@@ -18,7 +19,7 @@ def make_sample(frame, task_names, augmentation, input_size=256, with_metadata=F
     input_size / 4. With `with_metadata`, inputs also carries what metrics need to go back to the original frame.
     """
     heatmap_size = input_size // 4
-    codecs = tasks.codecs(heatmap_size)
+    codecs = make_codecs(heatmap_size)
     centre, scale = crop.person_center_scale(frame["joints2d"])
     scale *= augmentation["scale_factor"]
     flip = augmentation["flip"]
