@@ -6,6 +6,8 @@ hourglass, the stem, one stream per task with intermediate supervision and remap
 residuals on the concatenated streams (paper section II.A). `parameter_count` matches the Keras model's.
 """
 
+import copy
+
 import torch
 from torch import nn
 
@@ -98,3 +100,22 @@ def parameter_count(model):
     trainable = sum(p.numel() for p in model.parameters())
     buffers = sum(b.numel() for name, b in model.named_buffers() if not name.endswith("num_batches_tracked"))
     return trainable, buffers
+
+
+def conv_flops_per_image(model, input_size):
+    """Forward FLOPs per image of every Conv2d (2 x MACs), as bench/train_step.py counts the Keras model's; shapes come
+    from a forward pass of a copy on the meta device (no memory, no arithmetic)."""
+    total = 0
+
+    def count(layer, _, output):
+        nonlocal total
+        kernel = layer.weight.shape  # (out, in / groups, height, width)
+        total += 2 * output.shape[2] * output.shape[3] * kernel[0] * kernel[1] * kernel[2] * kernel[3]
+
+    meta = copy.deepcopy(model).to("meta").eval()
+    for layer in meta.modules():
+        if isinstance(layer, nn.Conv2d):
+            layer.register_forward_hook(count)
+    with torch.no_grad():
+        meta(torch.empty(1, 3, input_size, input_size, device="meta"))
+    return total

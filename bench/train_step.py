@@ -1,24 +1,28 @@
-r"""Training and inference speed of the networks in TensorFlow against a PyTorch copy, and against the CPU's limit.
+r"""Training and inference speed of the networks in TensorFlow against a PyTorch copy, and against the machine's limit.
 
-    python bench/train_step.py [--steps=5] [--batch_size=5] [--input_size=256] [--features=256] [--num_stacks=2]
-                               [--networks=all,pose2d] [--precisions=fp32,bf16] [--xla=pose2d] [--keras_bn=pose2d]
-                               [--kinds=train,infer] [--skip_torch]
+    python bench/train_step.py [--device=cpu|gpu] [--steps=5] [--batch_size=5] [--input_size=256] [--features=256]
+                               [--num_stacks=2] [--networks=all,pose2d] [--precisions=fp32,bf16] [--xla=pose2d]
+                               [--keras_bn=pose2d] [--kinds=train,infer] [--frameworks=tf,torch]
 
-Needs `pip install -e .` and, for the peer, `pip install torch==2.13.0` (CPU wheel). Every figure comes from its own
-subprocess (same thread count: all cores), so peak memory is per configuration. TensorFlow trains with train.py's
-process settings (mtha_tf/cpu_runtime.py: oneDNN kernels, 2 malloc arenas) and infers with TensorFlow's defaults, as
-served (the environment overrides both: e.g. TF_ENABLE_ONEDNN_OPTS=0|1). Training: images/s of one optimizer step
-(RMSprop, the paper's losses, random inputs and targets of the right shapes: the input pipeline is measured by
-bench/input_pipeline.py) with tf.function, with XLA (`jit_compile`), and with mixed_bfloat16, beside PyTorch fp32
-(channels-last) and bf16 autocast; the TF/PyTorch ratio pair by pair. Inference: images/s at batch 1 and 32, fp32, of
-the Keras model and of the exported network (rows "export": batch norms folded into the convolutions,
-export/fold_batch_norm.py) against PyTorch's eval mode. The limit: model FLOPs per image (convolutions, counted from the
-Keras layers; a training step is ~3x the forward pass) and the achieved FLOP/s as a percentage of an fp32 GEMM peak
-measured in the same run. For the networks in --keras_bn, training is also measured with Keras' own BatchNormalization
-in place of the fused layer, the reference for what fused_batch_norm.py gains.
+Needs `pip install -e .` and, for the peer, `pip install torch==2.13.0` (CPU wheel; on a GPU machine a CUDA build).
+Every figure comes from its own subprocess (same thread count: all cores), so peak memory is per configuration.
+On the CPU, TensorFlow trains with train.py's process settings (mtha_tf/cpu_runtime.py: oneDNN kernels, 2 malloc
+arenas) and infers with TensorFlow's defaults, as served (the environment overrides both: e.g.
+TF_ENABLE_ONEDNN_OPTS=0|1). Training: images/s of one optimizer step (RMSprop, the paper's losses, random inputs and
+targets of the right shapes: the input pipeline is measured by bench/input_pipeline.py) with tf.function, with XLA
+(`jit_compile`), and in mixed precision (bf16: mixed_bfloat16 against PyTorch's bf16 autocast; fp16, on a GPU:
+mixed_float16 with Keras' loss scaling against fp16 autocast with a GradScaler), beside PyTorch fp32 (channels-last);
+the TF/PyTorch ratio pair by pair. On a GPU, "fp32" is each framework's default: TF32 tensor cores for convolutions
+in both. Inference: images/s at batch 1 and 32, fp32, of the Keras model and of the exported network (rows "export":
+batch norms folded into the convolutions, export/fold_batch_norm.py) against PyTorch's eval mode. The limit: model
+FLOPs per image (convolutions; a training step is ~3x the forward pass) and the achieved FLOP/s as a percentage of a
+GEMM peak of the same precision measured in the same run (bench/gemm_peak.py). For the networks in --keras_bn,
+training is also measured with Keras' own BatchNormalization in place of the fused layer, the reference for what
+fused_batch_norm.py gains.
 """
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
@@ -30,6 +34,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 NETWORKS = {"all": "pose2d,segmentation,depth,pose3d", "pose2d": "pose2d"}
+MIXED_POLICIES = {"bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 
 
 def _rss_gib():
@@ -61,80 +66,118 @@ def conv_flops(model):
     return total
 
 
+def random_targets(rng, args, names):
+    """{task: NumPy target} of the right shapes: class labels for label-map tasks, heatmaps in [0, 1) otherwise."""
+    from mtha_tf import tasks
+
+    heat = args.input_size // 4
+    targets = {}
+    for task in names:
+        channels = tasks.OUTPUT_CHANNELS[task]
+        if task in tasks.LABEL_MAP_TASKS:
+            targets[task] = rng.integers(0, channels, (args.batch_size, heat, heat))
+        else:
+            targets[task] = rng.random((args.batch_size, heat, heat, channels)).astype("float32")
+    return targets
+
+
 def measure_tf(args, mode):
     import keras
     import numpy as np
     import tensorflow as tf
 
-    from mtha_tf import losses, tasks
     from mtha_tf.config import make_config
     from mtha_tf.model import output_name
-    from mtha_tf.trainer import compile_model, set_precision
+    from mtha_tf.trainer import compile_model
 
+    if args.device == "gpu" and not tf.config.list_physical_devices("GPU"):
+        raise RuntimeError("--device=gpu, but TensorFlow sees no GPU (install tensorflow[and-cuda])")
     if args.batch_norm == "keras":  # the reference: Keras' layer where the model uses the fused one
         from mtha_tf.model import blocks
 
         blocks.FusedBatchNormalization = keras.layers.BatchNormalization
-    set_precision(mode == "bf16")
+    # Keras wraps the optimizer in a LossScaleOptimizer under mixed_float16.
+    keras.mixed_precision.set_global_policy(MIXED_POLICIES.get(mode, "float32"))
     config = make_config("paper", tasks=args.tasks, num_stacks=args.num_stacks, features=args.features,
                          input_size=args.input_size, batch_size=args.batch_size, jit_compile=mode == "xla")  # fmt: skip
     names = config.task_names()
     model = compile_model(config)
     rng = np.random.default_rng(0)
-    size, heat = args.input_size, args.input_size // 4
-    images = rng.normal(size=(args.batch_size, size, size, 3)).astype("float32")
-    targets = {}
-    for task in names:
-        channels = tasks.OUTPUT_CHANNELS[task]
-        if losses.KERAS_LOSSES[task] is losses.SpatialCrossEntropy:
-            value = rng.integers(0, channels, (args.batch_size, heat, heat))
-        else:
-            value = rng.random((args.batch_size, heat, heat, channels)).astype("float32")
-        for stack in range(args.num_stacks):
-            targets[output_name(task, stack, args.num_stacks)] = value
+    images = rng.normal(size=(args.batch_size, args.input_size, args.input_size, 3)).astype("float32")
+    per_task = random_targets(rng, args, names)
+    targets = {
+        output_name(task, stack, args.num_stacks): per_task[task] for task in names for stack in range(args.num_stacks)
+    }
     result = {"flops_per_image": conv_flops(model), "parameters": model.count_params()}
-    if args.kind == "train":
+    if args.kind == "train":  # train_on_batch returns the losses as NumPy: each step waits for the device
         seconds = _timed(lambda: model.train_on_batch({"image": images}, targets), args.steps)
         result["images_per_s"] = args.batch_size / seconds
     else:
         from export.fold_batch_norm import fold_batch_norms
 
+        def forward(network):
+            def run(inputs):
+                # One scalar of all outputs back to the host waits for the whole forward pass (on a GPU too) without
+                # timing a copy of every output.
+                outputs = network(inputs, training=False).values()
+                return tf.add_n([tf.reduce_sum(tf.cast(y, tf.float32)) for y in outputs])
+
+            return tf.function(run, jit_compile=mode == "xla")
+
         # The Keras model as trained, and the exported network (batch norms folded into the convolutions).
         for prefix, network in (("", model), ("folded_", fold_batch_norms(model))):
-            forward = tf.function(lambda x, n=network: n({"image": x}, training=False), jit_compile=mode == "xla")
+            run = forward(network)
             for batch in (1, 32):
-                x = tf.constant(rng.normal(size=(batch, size, size, 3)), tf.float32)
-                seconds = _timed(lambda x=x, f=forward: f(x).values(), args.steps)
+                x = tf.constant(rng.normal(size=(batch, args.input_size, args.input_size, 3)), tf.float32)
+                seconds = _timed(lambda x=x, run=run: run({"image": x}).numpy(), args.steps)
                 result[f"{prefix}batch{batch}_images_per_s"] = batch / seconds
     keras.backend.clear_session()
     return result
 
 
 def measure_torch(args, mode):
+    import numpy as np
     import torch
 
     sys.path.insert(0, os.path.dirname(__file__))
-    from peer_torch import MultiTaskHourglass
+    from peer_torch import MultiTaskHourglass, conv_flops_per_image
 
-    from mtha_tf import losses, tasks
+    from mtha_tf import tasks
 
     torch.manual_seed(0)
-    torch.set_num_threads(os.cpu_count())
+    if args.device == "gpu":
+        if not torch.cuda.is_available():
+            raise RuntimeError("--device=gpu, but PyTorch sees no GPU (a CUDA build of torch is needed)")
+        device, sync = "cuda", torch.cuda.synchronize
+        torch.backends.cudnn.benchmark = True  # fixed shapes: cuDNN picks its fastest algorithms, as TF autotunes
+    else:
+        device, sync = "cpu", lambda: None
+        torch.set_num_threads(os.cpu_count())
     names = tasks.parse_tasks(args.tasks)
-    model = MultiTaskHourglass(names, args.num_stacks, args.features).to(memory_format=torch.channels_last)
-    size, heat, batch = args.input_size, args.input_size // 4, args.batch_size
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode == "bf16")
-    result = {}
+    model = MultiTaskHourglass(names, args.num_stacks, args.features)
+    result = {"flops_per_image": conv_flops_per_image(model, args.input_size)}
+    model = model.to(device, memory_format=torch.channels_last)
+
+    def timed(run):
+        # After cuDNN's autotuning, whose trial workspaces would otherwise count in the peak device memory.
+        run()
+        if device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        return _timed(run, args.steps)
+
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mode)
+    autocast = torch.autocast(device, dtype=dtype) if dtype else contextlib.nullcontext()
+    size, batch = args.input_size, args.batch_size
     if args.kind == "train":
         optimizer = torch.optim.RMSprop(model.parameters(), lr=1e-3, alpha=0.99, eps=1e-8)
-        images = torch.randn(batch, 3, size, size).to(memory_format=torch.channels_last)
+        scaler = torch.amp.GradScaler(device, enabled=mode == "fp16")
+        images = torch.randn(batch, 3, size, size, device=device).to(memory_format=torch.channels_last)
         targets = []
-        for task in names:
-            channels = tasks.OUTPUT_CHANNELS[task]
-            if losses.KERAS_LOSSES[task] is losses.SpatialCrossEntropy:
-                targets.append(("ce", torch.randint(0, channels, (batch, heat, heat))))
+        for task, target in random_targets(np.random.default_rng(0), args, names).items():
+            if task in tasks.LABEL_MAP_TASKS:
+                targets.append(("ce", torch.from_numpy(target).to(device)))
             else:
-                targets.append(("rmse", torch.rand(batch, channels, heat, heat)))
+                targets.append(("rmse", torch.from_numpy(target).permute(0, 3, 1, 2).contiguous().to(device)))
         targets = targets * args.num_stacks  # outputs come stack by stack, tasks in order
 
         def step():
@@ -148,50 +191,37 @@ def measure_torch(args, mode):
                     loss = loss + torch.nn.functional.cross_entropy(output, target)
                 else:
                     loss = loss + torch.sqrt(((output - target) ** 2).mean(dim=(1, 2, 3)) + 1e-12).mean()
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            sync()
 
         model.train()
-        result["images_per_s"] = batch / _timed(step, args.steps)
+        result["images_per_s"] = batch / timed(step)
     else:
         model.eval()
         for count in (1, 32):
-            x = torch.randn(count, 3, size, size).to(memory_format=torch.channels_last)
+            x = torch.randn(count, 3, size, size, device=device).to(memory_format=torch.channels_last)
 
             def forward(x=x):
                 with torch.inference_mode(), autocast:
                     model(x)
+                sync()
 
-            result[f"batch{count}_images_per_s"] = count / _timed(forward, args.steps)
+            result[f"batch{count}_images_per_s"] = count / timed(forward)
+    if device == "cuda":
+        result["peak_device_gib"] = torch.cuda.max_memory_allocated() / 2**30
     return result
-
-
-def gemm_peak(repeats=5):
-    """fp32 FLOP/s of square matrix products (2048 and 4096), the best of TensorFlow's and NumPy's BLAS: the reference
-    is the fastest GEMM this process can run, not one library's (TF's Eigen matmul trails OpenBLAS on some CPUs)."""
-    import numpy as np
-    import tensorflow as tf
-
-    best = {"tensorflow": 0.0, "numpy": 0.0}
-    for size in (2048, 4096):
-        a = np.random.default_rng(0).random((size, size), np.float32)
-        tf_a = tf.constant(a)
-        product = tf.function(lambda tf_a=tf_a: tf.matmul(tf_a, tf_a))
-        for library, run in (("tensorflow", lambda product=product: product().numpy()), ("numpy", lambda a=a: a @ a)):
-            run()
-            start = time.perf_counter()
-            for _ in range(repeats):
-                run()
-            best[library] = max(best[library], 2 * size**3 * repeats / (time.perf_counter() - start))
-    return best
 
 
 def run_one(args):
     """Child process: one measurement, printed as JSON."""
     if args.framework == "gemm":
-        result = gemm_peak()
+        import gemm_peak
+
+        result = gemm_peak.measure(args.device)
     elif args.framework == "tf":
-        if args.kind == "train":  # as train.py runs; inference as TF Serving and tf.saved_model.load run it
+        if args.kind == "train" and args.device == "cpu":  # as train.py runs; inference as TF Serving runs it
             from mtha_tf import cpu_runtime
 
             cpu_runtime.configure_before_tensorflow()
@@ -204,7 +234,8 @@ def run_one(args):
 
 def child(args, framework, kind, mode, network, batch_norm="fused"):
     shape = [
-        f"--{name}={getattr(args, name)}" for name in ("steps", "batch_size", "input_size", "features", "num_stacks")
+        f"--{name}={getattr(args, name)}"
+        for name in ("device", "steps", "batch_size", "input_size", "features", "num_stacks")
     ]
     command = [sys.executable, __file__, "--child", f"--framework={framework}", f"--kind={kind}", f"--mode={mode}",
                f"--tasks={NETWORKS[network]}", f"--batch_norm={batch_norm}", *shape]  # fmt: skip
@@ -216,8 +247,24 @@ def child(args, framework, kind, mode, network, batch_norm="fused"):
     return json.loads(lines[-1][len("RESULT ") :])
 
 
+def print_row(network, what, tf_result, torch_result, key, passes, peak):
+    """One table row; `passes` FLOPs of the forward pass per image (3 for a training step), `peak` FLOP/s or None."""
+    nan = float("nan")
+    rate = tf_result[key] if tf_result else nan
+    peer = torch_result[key] if torch_result else nan
+    flops = (tf_result or torch_result or {}).get("flops_per_image", nan)
+    # TensorFlow's utilisation; PyTorch's where TensorFlow didn't run (a GPU machine without it).
+    achieved = rate if tf_result else peer
+    utilisation = 100 * passes * flops * achieved / peak if peak else nan
+    memory = (tf_result or {}).get("peak_rss_gib", nan)
+    device_memory = (torch_result or {}).get("peak_device_gib", nan)
+    print(f"{network:8} {what:26} {rate:9.2f} {peer:9.2f} {rate / peer:6.2f} {memory:10.2f} {device_memory:9.2f} "
+          f"{utilisation:6.1f}")  # fmt: skip
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", choices=("cpu", "gpu"))
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--batch_size", type=int, default=5)
     parser.add_argument("--input_size", type=int, default=256)
@@ -227,10 +274,12 @@ def main():
     parser.add_argument("--xla", default="pose2d", help="networks also measured with XLA (4 tasks: ~9 GB to compile)")
     parser.add_argument("--keras_bn", default="pose2d", help="networks also trained with Keras' BatchNormalization")
     parser.add_argument(
-        "--precisions", default="fp32,bf16", help="training precisions (bf16: only CPUs with avx512_bf16)"
+        "--precisions",
+        help="training precisions, of fp32, bf16 (on a CPU: only with avx512_bf16) and fp16 (GPU); "
+        "default fp32,bf16 on the CPU, fp32,fp16,bf16 on a GPU",
     )
     parser.add_argument("--kinds", default="train,infer", help="what to measure: training steps, inference or both")
-    parser.add_argument("--skip_torch", action="store_true")
+    parser.add_argument("--frameworks", default="tf,torch", help="tf, torch (the peer) or both")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--framework", help=argparse.SUPPRESS)
     parser.add_argument("--kind", help=argparse.SUPPRESS)
@@ -241,47 +290,46 @@ def main():
     if args.child:
         return run_one(args)
 
-    gemm = child(args, "gemm", "-", "fp32", "pose2d")
-    peak = max(gemm["tensorflow"], gemm["numpy"])
-    print(
-        f"{os.cpu_count()} CPU threads; fp32 GEMM peak (2048^3 and 4096^3): {peak / 1e9:.0f} GFLOP/s "
-        f"(TensorFlow {gemm['tensorflow'] / 1e9:.0f}, NumPy {gemm['numpy'] / 1e9:.0f})"
-    )
+    frameworks, kinds = args.frameworks.split(","), args.kinds.split(",")
+    precisions = (args.precisions or ("fp32,bf16" if args.device == "cpu" else "fp32,fp16,bf16")).split(",")
+    peaks = child(args, "gemm", "-", "-", "pose2d") or {}
+    peaks.pop("peak_rss_gib", None)
+    peak = {precision: max(rates.values()) for precision, rates in peaks.items()}
+    print(f"{args.device}, {os.cpu_count()} CPU threads; GEMM peak per precision (best library):")
+    for precision, rates in peaks.items():
+        libraries = ", ".join(f"{library} {rate / 1e12:.3g}" for library, rate in rates.items())
+        print(f"  {precision}: {peak[precision] / 1e12:.3g} TFLOP/s ({libraries})")
     print(f"batch {args.batch_size}, {args.input_size} px, {args.num_stacks} stacks, {args.features} features\n")
-    print(f"{'network':8} {'what':26} {'TF img/s':>9} {'PyTorch':>9} {'TF/PT':>6} {'TF RSS GiB':>10} {'%peak':>6}")
-    kinds, precisions = args.kinds.split(","), args.precisions.split(",")
+    print(f"{'network':8} {'what':26} {'TF img/s':>9} {'PyTorch':>9} {'TF/PT':>6} {'TF RSS GiB':>10} "
+          f"{'PT GPU GiB':>9} {'%peak':>6}")  # fmt: skip
     for network in args.networks.split(","):
         runs = [(mode, "fused") for mode in precisions]
         runs += [("xla", "fused")] if network in args.xla.split(",") else []
         runs += [(mode, "keras") for mode in precisions] if network in args.keras_bn.split(",") else []
         runs = runs if "train" in kinds else []
+        described = None  # any result, for the network's FLOPs and parameters
         for mode, batch_norm in runs:
-            tf_result = child(args, "tf", "train", mode, network, batch_norm)
-            with_peer = not args.skip_torch and mode != "xla" and batch_norm == "fused"
+            tf_result = child(args, "tf", "train", mode, network, batch_norm) if "tf" in frameworks else None
+            with_peer = "torch" in frameworks and mode != "xla" and batch_norm == "fused"
             torch_result = child(args, "torch", "train", mode, network) if with_peer else None
-            if tf_result is None:
-                continue
-            rate = tf_result["images_per_s"]
-            utilisation = 100 * 3 * tf_result["flops_per_image"] * rate / peak if mode != "bf16" else float("nan")
-            peer = torch_result["images_per_s"] if torch_result else float("nan")
-            what = f"train {mode}" + (", Keras BN" if batch_norm == "keras" else "")
-            print(f"{network:8} {what:26} {rate:9.2f} {peer:9.2f} {rate / peer:6.2f} "
-                  f"{tf_result['peak_rss_gib']:10.2f} {utilisation:6.1f}")  # fmt: skip
+            if tf_result or torch_result:
+                what = f"train {mode}" + (", Keras BN" if batch_norm == "keras" else "")
+                mode_peak = peak.get("fp32" if mode == "xla" else mode)
+                print_row(network, what, tf_result, torch_result, "images_per_s", 3, mode_peak)
+            described = tf_result or torch_result or described
         if "infer" not in kinds:
             continue
-        tf_result = child(args, "tf", "infer", "fp32", network)
-        torch_result = None if args.skip_torch else child(args, "torch", "infer", "fp32", network)
-        for prefix, batch in itertools.product(("", "folded_"), (1, 32)):
-            key = f"batch{batch}_images_per_s"
-            rate = tf_result[prefix + key] if tf_result else float("nan")
-            peer = torch_result[key] if torch_result else float("nan")
-            utilisation = 100 * tf_result["flops_per_image"] * rate / peak if tf_result else float("nan")
+        tf_result = child(args, "tf", "infer", "fp32", network) if "tf" in frameworks else None
+        torch_result = child(args, "torch", "infer", "fp32", network) if "torch" in frameworks else None
+        for prefix, batch in itertools.product(("", "folded_") if tf_result else ("",), (1, 32)):
             what = f"inference b{batch} fp32" + (", export" if prefix else "")
-            print(f"{network:8} {what:26} {rate:9.2f} {peer:9.2f} {rate / peer:6.2f} "
-                  f"{tf_result['peak_rss_gib']:10.2f} {utilisation:6.1f}")  # fmt: skip
-        if tf_result:
-            print(f"{network:8} forward GFLOP/image: {tf_result['flops_per_image'] / 1e9:.1f}, "
-                  f"parameters {tf_result['parameters']:,}")  # fmt: skip
+            key = f"batch{batch}_images_per_s"
+            print_row(network, what, tf_result and {**tf_result, key: tf_result[prefix + key]}, torch_result, key, 1,
+                      peak.get("fp32"))  # fmt: skip
+        described = tf_result or torch_result or described
+        if described:
+            parameters = f", parameters {described['parameters']:,}" if "parameters" in described else ""
+            print(f"{network:8} forward GFLOP/image: {described['flops_per_image'] / 1e9:.1f}{parameters}")
 
 
 if __name__ == "__main__":

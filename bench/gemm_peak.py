@@ -1,0 +1,86 @@
+"""The reference for "% of peak": the fastest square matrix product this process can run, per precision and device.
+
+A network can't run its convolutions faster than the machine multiplies large matrices, so the benchmarks report the
+achieved FLOP/s as a share of this figure, measured in the same run (a machine's speed varies run to run).
+
+- CPU: fp32, the best of TensorFlow's and NumPy's BLAS at 2048^3 and 4096^3 (TensorFlow's Eigen matmul trails
+  OpenBLAS on some CPUs; the reference is the fastest GEMM, not one library's).
+- GPU: fp32 as the frameworks run it by default (TensorFlow and PyTorch's cuDNN convolutions both use TF32 tensor
+  cores on Ampere and later), fp16 and bf16, the best of TensorFlow and PyTorch (whichever is installed) at 4096^3
+  and 8192^3.
+"""
+
+import importlib.util
+import time
+
+import numpy as np
+
+
+def _rate(run, sync, size, repeats):
+    """FLOP/s of `run` (one size x size product); `sync(result)` waits until the device has computed it."""
+    sync(run())
+    start = time.perf_counter()
+    for _ in range(repeats):
+        result = run()
+    sync(result)
+    return 2 * size**3 * repeats / (time.perf_counter() - start)
+
+
+def _numpy_rates(sizes, repeats):
+    rates = {}
+    for size in sizes:
+        a = np.random.default_rng(0).random((size, size), np.float32)
+        rates["fp32"] = max(rates.get("fp32", 0.0), _rate(lambda a=a: a @ a, lambda _: None, size, repeats))
+    return rates
+
+
+def _tensorflow_rates(precisions, sizes, repeats, device):
+    import tensorflow as tf
+
+    dtypes = {"fp32": tf.float32, "fp16": tf.float16, "bf16": tf.bfloat16}
+    rates = {}
+    with tf.device("/GPU:0" if device == "gpu" else "/CPU:0"):
+        for precision in precisions:
+            for size in sizes:
+                a = tf.cast(tf.random.normal((size, size)), dtypes[precision])
+                product = tf.function(lambda a=a: tf.matmul(a, a))
+                # One element back to the host waits for every product before it (one stream, in order).
+                rate = _rate(product, lambda result: result[0, 0].numpy(), size, repeats)
+                rates[precision] = max(rates.get(precision, 0.0), rate)
+    return rates
+
+
+def _torch_rates(precisions, sizes, repeats):
+    import torch
+
+    torch.backends.cuda.matmul.allow_tf32 = True  # what cuDNN's convolutions use by default
+    dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    rates = {}
+    for precision in precisions:
+        for size in sizes:
+            a = torch.randn(size, size, device="cuda", dtype=dtypes[precision])
+            rate = _rate(lambda a=a: a @ a, lambda _: torch.cuda.synchronize(), size, repeats)
+            rates[precision] = max(rates.get(precision, 0.0), rate)
+    return rates
+
+
+def measure(device="cpu", repeats=5):
+    """{precision: {library: FLOP/s}} for the libraries installed; CPU: fp32 only (bf16 GEMM on a CPU without
+    AVX512-BF16 is emulated, no reference for anything)."""
+    has = {name: importlib.util.find_spec(name) is not None for name in ("tensorflow", "torch")}
+    by_library = {}
+    if device == "cpu":
+        by_library["numpy"] = _numpy_rates((2048, 4096), repeats)
+        if has["tensorflow"]:
+            by_library["tensorflow"] = _tensorflow_rates(("fp32",), (2048, 4096), repeats, device)
+    else:
+        precisions, sizes = ("fp32", "fp16", "bf16"), (4096, 8192)
+        if has["tensorflow"]:
+            by_library["tensorflow"] = _tensorflow_rates(precisions, sizes, 4 * repeats, device)
+        if has["torch"]:
+            by_library["torch"] = _torch_rates(precisions, sizes, 4 * repeats)
+    peaks = {}
+    for library, rates in by_library.items():
+        for precision, rate in rates.items():
+            peaks.setdefault(precision, {})[library] = rate
+    return peaks
