@@ -16,11 +16,14 @@ from mtha_tf import cpu_runtime
 cpu_runtime.configure_before_tensorflow()  # oneDNN kernels and fewer malloc arenas: read once, at start-up
 
 from mtha_tf.config_flags import config_from_flags, define_config_flags  # noqa: E402
-from mtha_tf.trainer import TrainingFailed, train  # noqa: E402
 
 
 def main(argv):
     del argv
+    # Imported here, not above: the data generator's spawned workers import this file as their main module, and
+    # should not each pay for starting TensorFlow.
+    from mtha_tf.trainer import TrainingFailed, train
+
     try:
         summary = train(config_from_flags(), flags.FLAGS.workdir)
     except TrainingFailed as error:

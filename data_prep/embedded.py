@@ -5,6 +5,10 @@ import os
 from data_prep import surreal as converter
 from data_prep import synthetic
 
+# A spawned worker takes a few seconds to start (a fresh interpreter; the converter's imports TensorFlow), the time
+# to render and convert a few hundred frames: smaller data (the tiny preset, tests) is made in this process.
+FRAMES_WORTH_A_WORKER = 200
+
 
 def prepare(root, train_clips, val_clips, num_frames, frame_stride, seed=0, num_workers=None):
     """Generates and converts what is missing under `root`; returns (train shard pattern, val shard pattern).
@@ -13,6 +17,8 @@ def prepare(root, train_clips, val_clips, num_frames, frame_stride, seed=0, num_
     held-out clips come from different seeds (different people, motions, backgrounds and cameras).
     """
     num_workers = num_workers or os.cpu_count() or 1
+    if (train_clips + val_clips) * num_frames < FRAMES_WORTH_A_WORKER:
+        num_workers = 1
     clips_dir, records_dir = os.path.join(root, "surreal"), os.path.join(root, "records")
     synthetic.generate(clips_dir, train_clips, num_frames, seed, "train", num_workers)
     synthetic.generate(clips_dir, val_clips, num_frames, seed + 1000, "val", num_workers)

@@ -152,12 +152,14 @@ def write_clip(paths, seq, rgb, segm, depth, info):
         os.replace(partial[kind], paths[kind])
 
 
+def _clip_paths_for(output_dir, split, seed, index):
+    seq = f"{_SPLIT_CODES.get(split, 9)}{seed % 10}_{index + 1:02d}"
+    return seq, clip_paths(output_dir, split, seq)
+
+
 def _generate_one(args):
     output_dir, split, seed, index, num_frames = args
-    seq = f"{_SPLIT_CODES.get(split, 9)}{seed % 10}_{index + 1:02d}"
-    paths = clip_paths(output_dir, split, seq)
-    if all(os.path.exists(p) for p in paths.values()):
-        return 0
+    seq, paths = _clip_paths_for(output_dir, split, seed, index)
     rng = np.random.default_rng([seed, _SPLIT_CODES.get(split, 9), index])
     write_clip(paths, seq, *generate_clip(rng, num_frames))
     return num_frames
@@ -165,10 +167,16 @@ def _generate_one(args):
 
 def generate(output_dir, num_clips, num_frames, seed, split="train", num_workers=1):
     """Writes `num_clips` clips; returns the number of frames rendered (clips already present are skipped)."""
-    jobs = [(output_dir, split, seed, index, num_frames) for index in range(num_clips)]
-    if num_workers <= 1:
+    jobs = [
+        (output_dir, split, seed, index, num_frames)
+        for index in range(num_clips)
+        if not all(os.path.exists(p) for p in _clip_paths_for(output_dir, split, seed, index)[1].values())
+    ]
+    # A spawned worker costs seconds to start (a fresh interpreter importing the caller's main module): none for
+    # fewer clips than two, and no more workers than clips.
+    if min(num_workers, len(jobs)) <= 1:
         return sum(map(_generate_one, jobs))
-    with multiprocessing.get_context("spawn").Pool(num_workers) as pool:
+    with multiprocessing.get_context("spawn").Pool(min(num_workers, len(jobs))) as pool:
         return sum(pool.imap_unordered(_generate_one, jobs))
 
 

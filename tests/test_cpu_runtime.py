@@ -15,8 +15,9 @@ PROBE = """
 import os, sys
 sys.path.insert(0, sys.argv[1])
 import train  # noqa: F401  (its imports configure the process, as `python train.py` does)
+started = "tensorflow" in sys.modules
 from tensorflow.python.util import _pywrap_util_port
-print(_pywrap_util_port.IsMklEnabled(), os.environ["MALLOC_ARENA_MAX"])
+print(started, _pywrap_util_port.IsMklEnabled(), os.environ["MALLOC_ARENA_MAX"])
 """
 
 
@@ -25,19 +26,22 @@ def _probe(**environment):
     env.update(environment, TF_CPP_MIN_LOG_LEVEL="2")
     done = subprocess.run([sys.executable, "-c", PROBE, str(REPO)], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
-    onednn, arenas = done.stdout.split()[-2:]
-    return onednn == "True", int(arenas)
+    started, onednn, arenas = done.stdout.split()[-3:]
+    return started == "True", onednn == "True", int(arenas)
 
 
 def test_train_py_turns_on_onednn_and_limits_malloc_arenas_before_tensorflow_starts():
-    onednn, arenas = _probe()
+    started, onednn, arenas = _probe()
     assert arenas == cpu_runtime.MALLOC_ARENAS
+    # The data generator's spawned workers import train.py as their main module: importing it must not start
+    # TensorFlow (seconds per worker), only running it.
+    assert not started
     # TensorFlow's x86 wheels carry oneDNN; on other CPUs the variable may have no kernels to turn on.
     assert onednn or platform.machine().lower() not in ("x86_64", "amd64")
 
 
 def test_the_users_environment_wins():
-    onednn, arenas = _probe(TF_ENABLE_ONEDNN_OPTS="0", MALLOC_ARENA_MAX="6")
+    _, onednn, arenas = _probe(TF_ENABLE_ONEDNN_OPTS="0", MALLOC_ARENA_MAX="6")
     assert not onednn and arenas == 6
 
 
