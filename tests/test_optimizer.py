@@ -48,3 +48,20 @@ def test_checkpoints_hold_the_same_state_and_restore_across_optimizers(tmp_path)
     tf.train.Checkpoint(optimizer=fresh.optimizer).read(written["keras"][0]).assert_existing_objects_matched()
     for expected, actual in zip(keras_model.optimizer.variables, fresh.optimizer.variables, strict=True):
         np.testing.assert_allclose(actual.numpy(), expected.numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_under_mixed_float16_it_runs_inside_keras_loss_scaling_and_still_matches_rmsprop():
+    """What `train.py --mixed_precision` runs on a GPU: Keras wraps the optimizer in dynamic loss scaling."""
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        keras_model = _trained(keras.optimizers.RMSprop(1e-2))
+        fused_model = _trained(FusedRMSprop(1e-2))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert fused_model.layers[0].compute_dtype == "float16"
+    assert isinstance(fused_model.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert isinstance(fused_model.optimizer.inner_optimizer, FusedRMSprop)
+    untrained = _trained(keras.optimizers.RMSprop(1e-2), 0).get_weights()[0]
+    assert not np.allclose(fused_model.get_weights()[0], untrained), "the steps were applied, not all skipped"
+    for expected, actual in zip(keras_model.get_weights(), fused_model.get_weights(), strict=True):
+        np.testing.assert_allclose(actual, expected, atol=2e-6)
