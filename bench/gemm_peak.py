@@ -65,8 +65,8 @@ def _torch_rates(precisions, sizes, repeats):
 
 
 def measure(device="cpu", repeats=5):
-    """{precision: {library: FLOP/s}} for the libraries installed; CPU: fp32 only (bf16 GEMM on a CPU without
-    AVX512-BF16 is emulated, no reference for anything)."""
+    """{precision: {library: FLOP/s}} for the libraries installed. On a CPU fp32 only: the bench's bf16 rows are for
+    CPUs with AVX512-BF16, whose bf16 reference is left unmeasured (elsewhere bf16 matmul is emulated)."""
     has = {name: importlib.util.find_spec(name) is not None for name in ("tensorflow", "torch")}
     by_library = {}
     if device == "cpu":

@@ -248,7 +248,8 @@ def child(args, framework, kind, mode, network, batch_norm="fused"):
 
 
 def print_row(network, what, tf_result, torch_result, key, passes, peak):
-    """One table row; `passes` FLOPs of the forward pass per image (3 for a training step), `peak` FLOP/s or None."""
+    """One table row. `passes`: the row's FLOPs per image in forward passes (a training step ~3); `peak`: FLOP/s of a
+    GEMM in the row's precision, None where not measured."""
     nan = float("nan")
     rate = tf_result[key] if tf_result else nan
     peer = torch_result[key] if torch_result else nan
@@ -258,7 +259,7 @@ def print_row(network, what, tf_result, torch_result, key, passes, peak):
     utilisation = 100 * passes * flops * achieved / peak if peak else nan
     memory = (tf_result or {}).get("peak_rss_gib", nan)
     device_memory = (torch_result or {}).get("peak_device_gib", nan)
-    print(f"{network:8} {what:26} {rate:9.2f} {peer:9.2f} {rate / peer:6.2f} {memory:10.2f} {device_memory:9.2f} "
+    print(f"{network:8} {what:26} {rate:9.2f} {peer:9.2f} {rate / peer:6.2f} {memory:10.2f} {device_memory:10.2f} "
           f"{utilisation:6.1f}")  # fmt: skip
 
 
@@ -301,7 +302,7 @@ def main():
         print(f"  {precision}: {peak[precision] / 1e12:.3g} TFLOP/s ({libraries})")
     print(f"batch {args.batch_size}, {args.input_size} px, {args.num_stacks} stacks, {args.features} features\n")
     print(f"{'network':8} {'what':26} {'TF img/s':>9} {'PyTorch':>9} {'TF/PT':>6} {'TF RSS GiB':>10} "
-          f"{'PT GPU GiB':>9} {'%peak':>6}")  # fmt: skip
+          f"{'PT GPU GiB':>10} {'%peak':>6}")  # fmt: skip
     for network in args.networks.split(","):
         runs = [(mode, "fused") for mode in precisions]
         runs += [("xla", "fused")] if network in args.xla.split(",") else []
@@ -317,16 +318,15 @@ def main():
                 mode_peak = peak.get("fp32" if mode == "xla" else mode)
                 print_row(network, what, tf_result, torch_result, "images_per_s", 3, mode_peak)
             described = tf_result or torch_result or described
-        if "infer" not in kinds:
-            continue
-        tf_result = child(args, "tf", "infer", "fp32", network) if "tf" in frameworks else None
-        torch_result = child(args, "torch", "infer", "fp32", network) if "torch" in frameworks else None
-        for prefix, batch in itertools.product(("", "folded_") if tf_result else ("",), (1, 32)):
-            what = f"inference b{batch} fp32" + (", export" if prefix else "")
-            key = f"batch{batch}_images_per_s"
-            print_row(network, what, tf_result and {**tf_result, key: tf_result[prefix + key]}, torch_result, key, 1,
-                      peak.get("fp32"))  # fmt: skip
-        described = tf_result or torch_result or described
+        if "infer" in kinds:
+            tf_result = child(args, "tf", "infer", "fp32", network) if "tf" in frameworks else None
+            torch_result = child(args, "torch", "infer", "fp32", network) if "torch" in frameworks else None
+            for prefix, batch in itertools.product(("", "folded_") if tf_result else ("",), (1, 32)):
+                what = f"inference b{batch} fp32" + (", export" if prefix else "")
+                key = f"batch{batch}_images_per_s"
+                tf_row = tf_result and {**tf_result, key: tf_result[prefix + key]}
+                print_row(network, what, tf_row, torch_result, key, 1, peak.get("fp32"))
+            described = tf_result or torch_result or described
         if described:
             parameters = f", parameters {described['parameters']:,}" if "parameters" in described else ""
             print(f"{network:8} forward GFLOP/image: {described['flops_per_image'] / 1e9:.1f}{parameters}")
