@@ -15,10 +15,15 @@ import itertools
 import math
 import os
 
-from absl import app, flags
+from mtha_tf import cpu_runtime
 
-from mtha_tf import atomic_files, evaluate, report, tasks, trainer
-from mtha_tf import config as config_lib
+if __name__ == "__main__":  # `python -m mtha_tf.study` trains: train.py's process settings, before TensorFlow starts
+    cpu_runtime.configure_before_tensorflow()
+
+from absl import app, flags  # noqa: E402
+
+from mtha_tf import atomic_files, evaluate, report, tasks, trainer  # noqa: E402
+from mtha_tf import config as config_lib  # noqa: E402
 
 
 def combinations(target_task, which="paper"):

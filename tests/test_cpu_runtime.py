@@ -40,6 +40,27 @@ def test_train_py_turns_on_onednn_and_limits_malloc_arenas_before_tensorflow_sta
     assert onednn or platform.machine().lower() not in ("x86_64", "amd64")
 
 
+STUDY_PROBE = """
+import os, runpy, sys
+from absl import app
+app.run = lambda main: None  # the module's top level as `python -m mtha_tf.study` runs it, without starting a study
+sys.path.insert(0, sys.argv[1])
+runpy.run_module("mtha_tf.study", run_name="__main__")
+from tensorflow.python.util import _pywrap_util_port
+print(_pywrap_util_port.IsMklEnabled(), os.environ["MALLOC_ARENA_MAX"])
+"""
+
+
+def test_the_study_entry_point_trains_with_the_same_settings():
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_ENABLE_ONEDNN_OPTS", "MALLOC_ARENA_MAX")}
+    env.update(TF_CPP_MIN_LOG_LEVEL="2")
+    done = subprocess.run([sys.executable, "-c", STUDY_PROBE, str(REPO)], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    onednn, arenas = done.stdout.split()[-2:]
+    assert int(arenas) == cpu_runtime.MALLOC_ARENAS
+    assert onednn == "True" or platform.machine().lower() not in ("x86_64", "amd64")
+
+
 def test_the_users_environment_wins():
     _, onednn, arenas = _probe(TF_ENABLE_ONEDNN_OPTS="0", MALLOC_ARENA_MAX="6")
     assert not onednn and arenas == 6
