@@ -26,28 +26,32 @@ def _rate(run, sync, size, repeats):
     return 2 * size**3 * repeats / (time.perf_counter() - start)
 
 
+def _best(rate_of, precisions, sizes):
+    """{precision: the best FLOP/s over the sizes}, `rate_of(precision, size)` measuring one."""
+    return {precision: max(rate_of(precision, size) for size in sizes) for precision in precisions}
+
+
 def _numpy_rates(sizes, repeats):
-    rates = {}
-    for size in sizes:
+    def rate_of(_, size):
         a = np.random.default_rng(0).random((size, size), np.float32)
-        rates["fp32"] = max(rates.get("fp32", 0.0), _rate(lambda a=a: a @ a, lambda _: None, size, repeats))
-    return rates
+        return _rate(lambda: a @ a, lambda _: None, size, repeats)
+
+    return _best(rate_of, ("fp32",), sizes)
 
 
 def _tensorflow_rates(precisions, sizes, repeats, device):
     import tensorflow as tf
 
     dtypes = {"fp32": tf.float32, "fp16": tf.float16, "bf16": tf.bfloat16}
-    rates = {}
-    with tf.device("/GPU:0" if device == "gpu" else "/CPU:0"):
-        for precision in precisions:
-            for size in sizes:
-                a = tf.cast(tf.random.normal((size, size)), dtypes[precision])
-                product = tf.function(lambda a=a: tf.matmul(a, a))
-                # One element back to the host waits for every product before it (one stream, in order).
-                rate = _rate(product, lambda result: result[0, 0].numpy(), size, repeats)
-                rates[precision] = max(rates.get(precision, 0.0), rate)
-    return rates
+
+    def rate_of(precision, size):
+        with tf.device("/GPU:0" if device == "gpu" else "/CPU:0"):
+            a = tf.cast(tf.random.normal((size, size)), dtypes[precision])
+            product = tf.function(lambda: tf.matmul(a, a))
+            # One element back to the host waits for every product before it (one stream, in order).
+            return _rate(product, lambda result: result[0, 0].numpy(), size, repeats)
+
+    return _best(rate_of, precisions, sizes)
 
 
 def _torch_rates(precisions, sizes, repeats):
@@ -55,13 +59,12 @@ def _torch_rates(precisions, sizes, repeats):
 
     torch.backends.cuda.matmul.allow_tf32 = True  # what cuDNN's convolutions use by default
     dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-    rates = {}
-    for precision in precisions:
-        for size in sizes:
-            a = torch.randn(size, size, device="cuda", dtype=dtypes[precision])
-            rate = _rate(lambda a=a: a @ a, lambda _: torch.cuda.synchronize(), size, repeats)
-            rates[precision] = max(rates.get(precision, 0.0), rate)
-    return rates
+
+    def rate_of(precision, size):
+        a = torch.randn(size, size, device="cuda", dtype=dtypes[precision])
+        return _rate(lambda: a @ a, lambda _: torch.cuda.synchronize(), size, repeats)
+
+    return _best(rate_of, precisions, sizes)
 
 
 def measure(device="cpu", repeats=5):

@@ -41,10 +41,12 @@ def _rss_gib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def _timed(step, steps):
+def _timed(step, steps, after_warm_up=None):
     """Median seconds per call after a warm-up call: robust to the bursts of a shared (virtual) machine, where a mean
     over a few steps moved by +-25 % between identical runs."""
     step()  # tracing / warm-up
+    if after_warm_up:
+        after_warm_up()
     seconds = []
     for _ in range(steps):
         start = time.perf_counter()
@@ -158,12 +160,8 @@ def measure_torch(args, mode):
     result = {"flops_per_image": conv_flops_per_image(model, args.input_size)}
     model = model.to(device, memory_format=torch.channels_last)
 
-    def timed(run):
-        # After cuDNN's autotuning, whose trial workspaces would otherwise count in the peak device memory.
-        run()
-        if device == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        return _timed(run, args.steps)
+    # Peak device memory counts from after the warm-up: cuDNN's autotuning tries algorithms with large workspaces.
+    reset_peak = torch.cuda.reset_peak_memory_stats if device == "cuda" else None
 
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mode)
     autocast = torch.autocast(device, dtype=dtype) if dtype else contextlib.nullcontext()
@@ -197,7 +195,7 @@ def measure_torch(args, mode):
             sync()
 
         model.train()
-        result["images_per_s"] = batch / timed(step)
+        result["images_per_s"] = batch / _timed(step, args.steps, reset_peak)
     else:
         model.eval()
         for count in (1, 32):
@@ -208,7 +206,7 @@ def measure_torch(args, mode):
                     model(x)
                 sync()
 
-            result[f"batch{count}_images_per_s"] = count / timed(forward)
+            result[f"batch{count}_images_per_s"] = count / _timed(forward, args.steps, reset_peak)
     if device == "cuda":
         result["peak_device_gib"] = torch.cuda.max_memory_allocated() / 2**30
     return result

@@ -11,7 +11,7 @@ import pytest
 from mtha_tf import cpu_runtime
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-PROBE = """
+TRAIN_PROBE = """
 import os, sys
 sys.path.insert(0, sys.argv[1])
 import train  # noqa: F401  (its imports configure the process, as `python train.py` does)
@@ -19,27 +19,6 @@ started = "tensorflow" in sys.modules
 from tensorflow.python.util import _pywrap_util_port
 print(started, _pywrap_util_port.IsMklEnabled(), os.environ["MALLOC_ARENA_MAX"])
 """
-
-
-def _probe(**environment):
-    env = {k: v for k, v in os.environ.items() if k not in ("TF_ENABLE_ONEDNN_OPTS", "MALLOC_ARENA_MAX")}
-    env.update(environment, TF_CPP_MIN_LOG_LEVEL="2")
-    done = subprocess.run([sys.executable, "-c", PROBE, str(REPO)], env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
-    started, onednn, arenas = done.stdout.split()[-3:]
-    return started == "True", onednn == "True", int(arenas)
-
-
-def test_train_py_turns_on_onednn_and_limits_malloc_arenas_before_tensorflow_starts():
-    started, onednn, arenas = _probe()
-    assert arenas == cpu_runtime.MALLOC_ARENAS
-    # The data generator's spawned workers import train.py as their main module: importing it must not start
-    # TensorFlow (seconds per worker), only running it.
-    assert not started
-    # TensorFlow's x86 wheels carry oneDNN; on other CPUs the variable may have no kernels to turn on.
-    assert onednn or platform.machine().lower() not in ("x86_64", "amd64")
-
-
 STUDY_PROBE = """
 import os, runpy, sys
 from absl import app
@@ -47,22 +26,40 @@ app.run = lambda main: None  # the module's top level as `python -m mtha_tf.stud
 sys.path.insert(0, sys.argv[1])
 runpy.run_module("mtha_tf.study", run_name="__main__")
 from tensorflow.python.util import _pywrap_util_port
-print(_pywrap_util_port.IsMklEnabled(), os.environ["MALLOC_ARENA_MAX"])
+print(False, _pywrap_util_port.IsMklEnabled(), os.environ["MALLOC_ARENA_MAX"])
 """
 
 
-def test_the_study_entry_point_trains_with_the_same_settings():
+def _probe(script, **environment):
+    """(TensorFlow started by the import, oneDNN on, malloc arenas) as a fresh process running `script` sees them."""
     env = {k: v for k, v in os.environ.items() if k not in ("TF_ENABLE_ONEDNN_OPTS", "MALLOC_ARENA_MAX")}
-    env.update(TF_CPP_MIN_LOG_LEVEL="2")
-    done = subprocess.run([sys.executable, "-c", STUDY_PROBE, str(REPO)], env=env, capture_output=True, text=True)
+    env.update(environment, TF_CPP_MIN_LOG_LEVEL="2")
+    done = subprocess.run([sys.executable, "-c", script, str(REPO)], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
-    onednn, arenas = done.stdout.split()[-2:]
-    assert int(arenas) == cpu_runtime.MALLOC_ARENAS
-    assert onednn == "True" or platform.machine().lower() not in ("x86_64", "amd64")
+    started, onednn, arenas = done.stdout.split()[-3:]
+    return started == "True", onednn == "True", int(arenas)
+
+
+def _onednn_expected(onednn):
+    # TensorFlow's x86 wheels carry oneDNN; on other CPUs the variable may have no kernels to turn on.
+    return onednn or platform.machine().lower() not in ("x86_64", "amd64")
+
+
+def test_train_py_turns_on_onednn_and_limits_malloc_arenas_before_tensorflow_starts():
+    started, onednn, arenas = _probe(TRAIN_PROBE)
+    assert arenas == cpu_runtime.MALLOC_ARENAS and _onednn_expected(onednn)
+    # The data generator's spawned workers import train.py as their main module: importing it must not start
+    # TensorFlow (seconds per worker), only running it.
+    assert not started
+
+
+def test_the_study_entry_point_trains_with_the_same_settings():
+    _, onednn, arenas = _probe(STUDY_PROBE)
+    assert arenas == cpu_runtime.MALLOC_ARENAS and _onednn_expected(onednn)
 
 
 def test_the_users_environment_wins():
-    _, onednn, arenas = _probe(TF_ENABLE_ONEDNN_OPTS="0", MALLOC_ARENA_MAX="6")
+    _, onednn, arenas = _probe(TRAIN_PROBE, TF_ENABLE_ONEDNN_OPTS="0", MALLOC_ARENA_MAX="6")
     assert not onednn and arenas == 6
 
 
