@@ -6,8 +6,9 @@ achieved FLOP/s as a share of this figure, measured in the same run (a machine's
 - CPU: fp32, the best of TensorFlow's and NumPy's BLAS at 2048^3 and 4096^3 (TensorFlow's Eigen matmul trails
   OpenBLAS on some CPUs; the reference is the fastest GEMM, not one library's).
 - GPU: fp32 as the frameworks run it by default (TensorFlow and PyTorch's cuDNN convolutions both use TF32 tensor
-  cores on Ampere and later), fp16 and bf16, the best of TensorFlow and PyTorch (whichever is installed) at 4096^3
-  and 8192^3.
+  cores on Ampere and later), fp16 and bf16, at 4096^3 and 8192^3, by the frameworks asked for. Measure one framework
+  per process there: TensorFlow reserves nearly all of the GPU's memory when it starts, and a process that had
+  imported both crashed on an H200 without a Python traceback (session 7).
 """
 
 import importlib.util
@@ -67,10 +68,12 @@ def _torch_rates(precisions, sizes, repeats):
     return _best(rate_of, precisions, sizes)
 
 
-def measure(device="cpu", repeats=5):
-    """{precision: {library: FLOP/s}} for the libraries installed. On a CPU fp32 only: the bench's bf16 rows are for
-    CPUs with AVX512-BF16, whose bf16 reference is left unmeasured (elsewhere bf16 matmul is emulated)."""
-    has = {name: importlib.util.find_spec(name) is not None for name in ("tensorflow", "torch")}
+def measure(device="cpu", frameworks=("tf", "torch"), repeats=5):
+    """{precision: {library: FLOP/s}} for those of `frameworks` installed (and NumPy on a CPU). On a CPU fp32 only: the
+    bench's bf16 rows are for CPUs with AVX512-BF16, whose bf16 reference is left unmeasured (elsewhere bf16 matmul is
+    emulated); PyTorch's CPU matmul is the same oneDNN/BLAS class as NumPy's and is not measured."""
+    wanted = {name for name, framework in (("tensorflow", "tf"), ("torch", "torch")) if framework in frameworks}
+    has = {name: name in wanted and importlib.util.find_spec(name) is not None for name in ("tensorflow", "torch")}
     by_library = {}
     if device == "cpu":
         by_library["numpy"] = _numpy_rates((2048, 4096), repeats)

@@ -111,9 +111,14 @@ def measure_tf(args, mode):
         output_name(task, stack, args.num_stacks): per_task[task] for task in names for stack in range(args.num_stacks)
     }
     result = {"flops_per_image": conv_flops(model), "parameters": model.count_params()}
+    on_gpu = args.device == "gpu"
+    # Peak device memory counts from after the warm-up, as for PyTorch (autotuning tries large workspaces).
+    reset_peak = (lambda: tf.config.experimental.reset_memory_stats("GPU:0")) if on_gpu else None
     if args.kind == "train":  # train_on_batch returns the losses as NumPy: each step waits for the device
-        seconds = _timed(lambda: model.train_on_batch({"image": images}, targets), args.steps)
+        seconds = _timed(lambda: model.train_on_batch({"image": images}, targets), args.steps, reset_peak)
         result["images_per_s"] = args.batch_size / seconds
+        if on_gpu:
+            result["peak_device_gib"] = tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**30
     else:
         from export.fold_batch_norm import fold_batch_norms
 
@@ -217,7 +222,7 @@ def run_one(args):
     if args.framework == "gemm":
         import gemm_peak
 
-        result = gemm_peak.measure(args.device)
+        result = gemm_peak.measure(args.device, args.kind.split(","))
     elif args.framework == "tf":
         if args.kind == "train" and args.device == "cpu":  # as train.py runs; inference as TF Serving runs it
             from mtha_tf import cpu_runtime
@@ -256,8 +261,8 @@ def print_row(network, what, tf_result, torch_result, key, passes, peak):
     achieved = rate if tf_result else peer
     utilisation = 100 * passes * flops * achieved / peak if peak else nan
     memory = (tf_result or {}).get("peak_rss_gib", nan)
-    device_memory = (torch_result or {}).get("peak_device_gib", nan)
-    print(f"{network:8} {what:26} {rate:9.2f} {peer:9.2f} {rate / peer:6.2f} {memory:10.2f} {device_memory:10.2f} "
+    device_memory = "/".join(f"{(r or {}).get('peak_device_gib', nan):.1f}" for r in (tf_result, torch_result))
+    print(f"{network:8} {what:26} {rate:9.2f} {peer:9.2f} {rate / peer:6.2f} {memory:10.2f} {device_memory:>13} "
           f"{utilisation:6.1f}")  # fmt: skip
 
 
@@ -291,8 +296,13 @@ def main():
 
     frameworks, kinds = args.frameworks.split(","), args.kinds.split(",")
     precisions = (args.precisions or ("fp32,bf16" if args.device == "cpu" else "fp32,fp16,bf16")).split(",")
-    peaks = child(args, "gemm", "-", "-", "pose2d") or {}
-    peaks.pop("peak_rss_gib", None)
+    # The GEMM reference: on a GPU one process per framework (bench/gemm_peak.py says why), here one for all.
+    peaks = {}
+    for measured in frameworks if args.device == "gpu" else [",".join(frameworks)]:
+        rates = child(args, "gemm", measured, "-", "pose2d") or {}
+        rates.pop("peak_rss_gib", None)
+        for precision, by_library in rates.items():
+            peaks.setdefault(precision, {}).update(by_library)
     peak = {precision: max(rates.values()) for precision, rates in peaks.items()}
     print(f"{args.device}, {os.cpu_count()} CPU threads; GEMM peak per precision (best library):")
     for precision, rates in peaks.items():
@@ -300,7 +310,7 @@ def main():
         print(f"  {precision}: {peak[precision] / 1e12:.3g} TFLOP/s ({libraries})")
     print(f"batch {args.batch_size}, {args.input_size} px, {args.num_stacks} stacks, {args.features} features\n")
     print(f"{'network':8} {'what':26} {'TF img/s':>9} {'PyTorch':>9} {'TF/PT':>6} {'TF RSS GiB':>10} "
-          f"{'PT GPU GiB':>10} {'%peak':>6}")  # fmt: skip
+          f"{'GPU GiB TF/PT':>13} {'%peak':>6}")  # fmt: skip
     for network in args.networks.split(","):
         runs = [(mode, "fused") for mode in precisions]
         runs += [("xla", "fused")] if network in args.xla.split(",") else []
