@@ -1,4 +1,5 @@
-"""train.py's process settings: oneDNN kernels and the malloc arena limit, unless the user chose otherwise."""
+"""train.py's process settings: oneDNN kernels, the malloc arena limit and threads per op, unless the user chose
+otherwise."""
 
 import os
 import pathlib
@@ -17,7 +18,7 @@ sys.path.insert(0, sys.argv[1])
 import train  # noqa: F401  (its imports configure the process, as `python train.py` does)
 started = "tensorflow" in sys.modules
 from tensorflow.python.util import _pywrap_util_port
-print(started, _pywrap_util_port.IsMklEnabled(), os.environ["MALLOC_ARENA_MAX"])
+print(started, _pywrap_util_port.IsMklEnabled(), os.environ["MALLOC_ARENA_MAX"], os.environ["TF_NUM_INTRAOP_THREADS"])
 """
 STUDY_PROBE = """
 import os, runpy, sys
@@ -26,18 +27,20 @@ app.run = lambda main: None  # the module's top level as `python -m mtha_tf.stud
 sys.path.insert(0, sys.argv[1])
 runpy.run_module("mtha_tf.study", run_name="__main__")
 from tensorflow.python.util import _pywrap_util_port
-print(False, _pywrap_util_port.IsMklEnabled(), os.environ["MALLOC_ARENA_MAX"])
+print(False, _pywrap_util_port.IsMklEnabled(), os.environ["MALLOC_ARENA_MAX"], os.environ["TF_NUM_INTRAOP_THREADS"])
 """
 
 
 def _probe(script, **environment):
-    """(TensorFlow started by the import, oneDNN on, malloc arenas) as a fresh process running `script` sees them."""
-    env = {k: v for k, v in os.environ.items() if k not in ("TF_ENABLE_ONEDNN_OPTS", "MALLOC_ARENA_MAX")}
+    """(TensorFlow started by the import, oneDNN on, malloc arenas, threads per op) as a fresh process running
+    `script` sees them."""
+    settings = ("TF_ENABLE_ONEDNN_OPTS", "MALLOC_ARENA_MAX", "TF_NUM_INTRAOP_THREADS")
+    env = {k: v for k, v in os.environ.items() if k not in settings}
     env.update(environment, TF_CPP_MIN_LOG_LEVEL="2")
     done = subprocess.run([sys.executable, "-c", script, str(REPO)], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
-    started, onednn, arenas = done.stdout.split()[-3:]
-    return started == "True", onednn == "True", int(arenas)
+    started, onednn, arenas, threads = done.stdout.split()[-4:]
+    return started == "True", onednn == "True", int(arenas), int(threads)
 
 
 def _onednn_expected(onednn):
@@ -45,22 +48,27 @@ def _onednn_expected(onednn):
     return onednn or platform.machine().lower() not in ("x86_64", "amd64")
 
 
+def _half_the_cores():
+    return max(1, len(os.sched_getaffinity(0)) // 2)
+
+
 def test_train_py_turns_on_onednn_and_limits_malloc_arenas_before_tensorflow_starts():
-    started, onednn, arenas = _probe(TRAIN_PROBE)
-    assert arenas == cpu_runtime.MALLOC_ARENAS and _onednn_expected(onednn)
+    started, onednn, arenas, threads = _probe(TRAIN_PROBE)
+    assert arenas == cpu_runtime.MALLOC_ARENAS and _onednn_expected(onednn) and threads == _half_the_cores()
     # The data generator's spawned workers import train.py as their main module: importing it must not start
     # TensorFlow (seconds per worker), only running it.
     assert not started
 
 
 def test_the_study_entry_point_trains_with_the_same_settings():
-    _, onednn, arenas = _probe(STUDY_PROBE)
-    assert arenas == cpu_runtime.MALLOC_ARENAS and _onednn_expected(onednn)
+    _, onednn, arenas, threads = _probe(STUDY_PROBE)
+    assert arenas == cpu_runtime.MALLOC_ARENAS and _onednn_expected(onednn) and threads == _half_the_cores()
 
 
 def test_the_users_environment_wins():
-    _, onednn, arenas = _probe(TRAIN_PROBE, TF_ENABLE_ONEDNN_OPTS="0", MALLOC_ARENA_MAX="6")
-    assert not onednn and arenas == 6
+    _, onednn, arenas, threads = _probe(TRAIN_PROBE, TF_ENABLE_ONEDNN_OPTS="0", MALLOC_ARENA_MAX="6",
+                                        TF_NUM_INTRAOP_THREADS="3")  # fmt: skip
+    assert not onednn and arenas == 6 and threads == 3
 
 
 def test_configuring_after_tensorflow_is_imported_is_an_error():
