@@ -183,7 +183,8 @@ def test_two_workers_on_loopback_finish_with_identical_weights(tmp_path):
     assert chief.keys() == other.keys()
     for name in chief:
         np.testing.assert_array_equal(chief[name], other[name], err_msg=name)
-    model = build_model(("pose2d", "depth"), num_stacks=1, features=32, input_size=64)
+    tiny = config_lib.make_config("tiny", tasks="pose2d,depth")
+    model = build_model(tiny.task_names(), tiny.num_stacks, tiny.features, tiny.input_size, tiny.hourglass_depth)
     trainable = sum(w.numpy().size for w in model.trainable_weights)
     assert sum(v.size for v in chief.values()) > model.count_params() + trainable, "weights and optimizer slots"
     assert (workdir / "metrics.json").exists() and not (workdir / "worker-1" / "metrics.json").exists()
