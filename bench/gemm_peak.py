@@ -72,8 +72,8 @@ def measure(device="cpu", frameworks=("tf", "torch"), repeats=5):
     """{precision: {library: FLOP/s}} for those of `frameworks` installed (and NumPy on a CPU). On a CPU fp32 only: the
     bench's bf16 rows are for CPUs with AVX512-BF16, whose bf16 reference is left unmeasured (elsewhere bf16 matmul is
     emulated); PyTorch's CPU matmul is the same oneDNN/BLAS class as NumPy's and is not measured."""
-    wanted = {name for name, framework in (("tensorflow", "tf"), ("torch", "torch")) if framework in frameworks}
-    has = {name: name in wanted and importlib.util.find_spec(name) is not None for name in ("tensorflow", "torch")}
+    has = {name: framework in frameworks and importlib.util.find_spec(name) is not None
+           for name, framework in (("tensorflow", "tf"), ("torch", "torch"))}  # fmt: skip
     by_library = {}
     if device == "cpu":
         by_library["numpy"] = _numpy_rates((2048, 4096), repeats)

@@ -12,13 +12,16 @@ import pytest
 from mtha_tf import cpu_runtime
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+# Appended to each probe: the settings its process ended up with.
+REPORT = """
+from tensorflow.python.util import _pywrap_util_port
+print(started, _pywrap_util_port.IsMklEnabled(), os.environ["MALLOC_ARENA_MAX"], os.environ["TF_NUM_INTRAOP_THREADS"])
+"""
 TRAIN_PROBE = """
 import os, sys
 sys.path.insert(0, sys.argv[1])
 import train  # noqa: F401  (its imports configure the process, as `python train.py` does)
 started = "tensorflow" in sys.modules
-from tensorflow.python.util import _pywrap_util_port
-print(started, _pywrap_util_port.IsMklEnabled(), os.environ["MALLOC_ARENA_MAX"], os.environ["TF_NUM_INTRAOP_THREADS"])
 """
 STUDY_PROBE = """
 import os, runpy, sys
@@ -26,8 +29,7 @@ from absl import app
 app.run = lambda main: None  # the module's top level as `python -m mtha_tf.study` runs it, without starting a study
 sys.path.insert(0, sys.argv[1])
 runpy.run_module("mtha_tf.study", run_name="__main__")
-from tensorflow.python.util import _pywrap_util_port
-print(False, _pywrap_util_port.IsMklEnabled(), os.environ["MALLOC_ARENA_MAX"], os.environ["TF_NUM_INTRAOP_THREADS"])
+started = False
 """
 
 
@@ -37,32 +39,30 @@ def _probe(script, **environment):
     settings = ("TF_ENABLE_ONEDNN_OPTS", "MALLOC_ARENA_MAX", "TF_NUM_INTRAOP_THREADS")
     env = {k: v for k, v in os.environ.items() if k not in settings}
     env.update(environment, TF_CPP_MIN_LOG_LEVEL="2")
-    done = subprocess.run([sys.executable, "-c", script, str(REPO)], env=env, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", script + REPORT, str(REPO)], env=env, capture_output=True,
+                          text=True)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     started, onednn, arenas, threads = done.stdout.split()[-4:]
     return started == "True", onednn == "True", int(arenas), int(threads)
 
 
-def _onednn_expected(onednn):
+def _has_training_settings(onednn, arenas, threads):
     # TensorFlow's x86 wheels carry oneDNN; on other CPUs the variable may have no kernels to turn on.
-    return onednn or platform.machine().lower() not in ("x86_64", "amd64")
-
-
-def _half_the_cores():
-    return max(1, len(os.sched_getaffinity(0)) // 2)
+    onednn_expected = onednn or platform.machine().lower() not in ("x86_64", "amd64")
+    return onednn_expected and arenas == cpu_runtime.MALLOC_ARENAS and threads == cpu_runtime.intra_op_threads()
 
 
 def test_train_py_turns_on_onednn_and_limits_malloc_arenas_before_tensorflow_starts():
-    started, onednn, arenas, threads = _probe(TRAIN_PROBE)
-    assert arenas == cpu_runtime.MALLOC_ARENAS and _onednn_expected(onednn) and threads == _half_the_cores()
+    started, *settings = _probe(TRAIN_PROBE)
+    assert _has_training_settings(*settings)
     # The data generator's spawned workers import train.py as their main module: importing it must not start
     # TensorFlow (seconds per worker), only running it.
     assert not started
 
 
 def test_the_study_entry_point_trains_with_the_same_settings():
-    _, onednn, arenas, threads = _probe(STUDY_PROBE)
-    assert arenas == cpu_runtime.MALLOC_ARENAS and _onednn_expected(onednn) and threads == _half_the_cores()
+    _, *settings = _probe(STUDY_PROBE)
+    assert _has_training_settings(*settings)
 
 
 def test_the_users_environment_wins():
