@@ -2,10 +2,12 @@ r"""Training and inference speed of the networks in TensorFlow against a PyTorch
 
     python bench/train_step.py [--device=cpu|gpu] [--steps=5] [--batch_size=5] [--input_size=256] [--features=256]
                                [--num_stacks=2] [--networks=all,pose2d] [--precisions=fp32,bf16] [--xla=pose2d]
-                               [--keras_bn=pose2d] [--kinds=train,infer] [--frameworks=tf,torch]
+                               [--keras_bn=pose2d] [--kinds=train,infer] [--frameworks=tf,torch] [--rounds=1]
 
 Needs `pip install -e .` and, for the peer, `pip install torch==2.13.0` (CPU wheel; on a GPU machine a CUDA build).
-Every figure comes from its own subprocess (same thread count: all cores), so peak memory is per configuration.
+Every figure comes from its own subprocess (same thread count: all cores), so peak memory is per configuration;
+--rounds=N alternates N such pairs of TensorFlow and PyTorch runs per row and prints medians and the ratios' range
+(on a shared virtual machine one pair's ratio moved by +-20 %).
 On the CPU, TensorFlow trains with train.py's process settings (mtha_tf/cpu_runtime.py: oneDNN kernels, 2 malloc
 arenas) and infers with TensorFlow's defaults, as served (the environment overrides both: e.g.
 TF_ENABLE_ONEDNN_OPTS=0|1). Training: images/s of one optimizer step (RMSprop, the paper's losses, random inputs and
@@ -250,20 +252,51 @@ def child(args, framework, kind, mode, network, batch_norm="fused"):
     return json.loads(lines[-1][len("RESULT ") :])
 
 
-def print_row(network, what, tf_result, torch_result, key, passes, peak):
+def _over_rounds(results):
+    """One result of several rounds (None where no round succeeded): the median speed, the highest peak memory (the
+    counts of FLOPs and parameters are the same in every round)."""
+    results = [r for r in results if r]
+    if not results:
+        return None
+    pick = {key: statistics.median if key.endswith("images_per_s") else max for key in results[0]}
+    return {key: reduce(r[key] for r in results) for key, reduce in pick.items()}
+
+
+def measure_pair(args, frameworks, kind, mode, network, batch_norm="fused"):
+    """(TensorFlow result, PyTorch result, {figure: TF/PyTorch ratio per round}) over `args.rounds` rounds, the two
+    frameworks alternating within each round so that both see the same phase of a shared machine's drifting speed
+    (speeds are medians over rounds; the ratios are taken round by round, so that drift between rounds cancels)."""
+    with_peer = "torch" in frameworks and mode != "xla" and batch_norm == "fused"
+    rounds = []
+    for _ in range(args.rounds):
+        tf_result = child(args, "tf", kind, mode, network, batch_norm) if "tf" in frameworks else None
+        rounds.append((tf_result, child(args, "torch", kind, mode, network) if with_peer else None))
+    ratios = {}
+    for tf_result, torch_result in rounds:
+        for key, rate in (tf_result or {}).items():
+            peer_key = key.removeprefix("folded_")  # the exported network against PyTorch's one model too
+            if key.endswith("images_per_s") and torch_result and peer_key in torch_result:
+                ratios.setdefault(key, []).append(rate / torch_result[peer_key])
+    return _over_rounds([r for r, _ in rounds]), _over_rounds([r for _, r in rounds]), ratios
+
+
+def print_row(network, what, tf_result, torch_result, key, passes, peak, ratios=()):
     """One table row. `passes`: the row's FLOPs per image in forward passes (a training step ~3); `peak`: FLOP/s of a
-    GEMM in the row's precision, None where not measured."""
+    GEMM in the row's precision, None where not measured; `ratios`: TF/PyTorch round by round (their median is the
+    row's ratio, their range is printed where there are several)."""
     nan = float("nan")
     rate = tf_result[key] if tf_result else nan
     peer = torch_result[key] if torch_result else nan
+    ratio = statistics.median(ratios) if ratios else nan
+    spread = f"  ({min(ratios):.2f}-{max(ratios):.2f} in {len(ratios)} rounds)" if len(ratios) > 1 else ""
     flops = (tf_result or torch_result or {}).get("flops_per_image", nan)
     # TensorFlow's utilisation; PyTorch's where TensorFlow didn't run (a GPU machine without it).
     achieved = rate if tf_result else peer
     utilisation = 100 * passes * flops * achieved / peak if peak else nan
     memory = (tf_result or {}).get("peak_rss_gib", nan)
     device_memory = "/".join(f"{(r or {}).get('peak_device_gib', nan):.1f}" for r in (tf_result, torch_result))
-    print(f"{network:8} {what:26} {rate:9.2f} {peer:9.2f} {rate / peer:6.2f} {memory:10.2f} {device_memory:>13} "
-          f"{utilisation:6.1f}")  # fmt: skip
+    print(f"{network:8} {what:26} {rate:9.2f} {peer:9.2f} {ratio:6.2f} {memory:10.2f} {device_memory:>13} "
+          f"{utilisation:6.1f}{spread}")  # fmt: skip
 
 
 def main():
@@ -284,6 +317,12 @@ def main():
     )
     parser.add_argument("--kinds", default="train,infer", help="what to measure: training steps, inference or both")
     parser.add_argument("--frameworks", default="tf,torch", help="tf, torch (the peer) or both")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="pairs of TF and PyTorch runs per row, alternating (medians; use 3+ on shared machines)",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--framework", help=argparse.SUPPRESS)
     parser.add_argument("--kind", help=argparse.SUPPRESS)
@@ -318,22 +357,20 @@ def main():
         runs = runs if "train" in kinds else []
         described = None  # any result, for the network's FLOPs and parameters
         for mode, batch_norm in runs:
-            tf_result = child(args, "tf", "train", mode, network, batch_norm) if "tf" in frameworks else None
-            with_peer = "torch" in frameworks and mode != "xla" and batch_norm == "fused"
-            torch_result = child(args, "torch", "train", mode, network) if with_peer else None
+            tf_result, torch_result, ratios = measure_pair(args, frameworks, "train", mode, network, batch_norm)
             if tf_result or torch_result:
                 what = f"train {mode}" + (", Keras BN" if batch_norm == "keras" else "")
                 mode_peak = peak.get("fp32" if mode == "xla" else mode)
-                print_row(network, what, tf_result, torch_result, "images_per_s", 3, mode_peak)
+                print_row(network, what, tf_result, torch_result, "images_per_s", 3, mode_peak,
+                          ratios.get("images_per_s", ()))  # fmt: skip
             described = tf_result or torch_result or described
         if "infer" in kinds:
-            tf_result = child(args, "tf", "infer", "fp32", network) if "tf" in frameworks else None
-            torch_result = child(args, "torch", "infer", "fp32", network) if "torch" in frameworks else None
+            tf_result, torch_result, ratios = measure_pair(args, frameworks, "infer", "fp32", network)
             for prefix, batch in itertools.product(("", "folded_") if tf_result else ("",), (1, 32)):
                 what = f"inference b{batch} fp32" + (", export" if prefix else "")
                 key = f"batch{batch}_images_per_s"
                 tf_row = tf_result and {**tf_result, key: tf_result[prefix + key]}
-                print_row(network, what, tf_row, torch_result, key, 1, peak.get("fp32"))
+                print_row(network, what, tf_row, torch_result, key, 1, peak.get("fp32"), ratios.get(prefix + key, ()))
             described = tf_result or torch_result or described
         if described:
             parameters = f", parameters {described['parameters']:,}" if "parameters" in described else ""
