@@ -9,7 +9,7 @@ Every figure comes from its own subprocess (same thread count: all cores), so pe
 --rounds=N alternates N such pairs of TensorFlow and PyTorch runs per row and prints medians and the ratios' range
 (on a shared virtual machine one pair's ratio moved by +-20 %).
 On the CPU, TensorFlow trains with train.py's process settings (mtha_tf/cpu_runtime.py: oneDNN kernels, 2 malloc
-arenas) and infers with TensorFlow's defaults, as served (the environment overrides both: e.g.
+arenas, half the cores per op) and infers with TensorFlow's defaults, as served (the environment overrides both: e.g.
 TF_ENABLE_ONEDNN_OPTS=0|1). Training: images/s of one optimizer step (RMSprop, the paper's losses, random inputs and
 targets of the right shapes: the input pipeline is measured by bench/input_pipeline.py) with tf.function, with XLA
 (`jit_compile`), and in mixed precision (bf16: mixed_bfloat16 against PyTorch's bf16 autocast; fp16, on a GPU:
@@ -330,6 +330,8 @@ def main():
     parser.add_argument("--tasks", help=argparse.SUPPRESS)
     parser.add_argument("--batch_norm", default="fused", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, got {args.rounds}")
     if args.child:
         return run_one(args)
 
