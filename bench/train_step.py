@@ -258,8 +258,9 @@ def _over_rounds(results):
     results = [r for r in results if r]
     if not results:
         return None
-    pick = {key: statistics.median if key.endswith("images_per_s") else max for key in results[0]}
-    return {key: reduce(r[key] for r in results) for key, reduce in pick.items()}
+    return {
+        key: (statistics.median if key.endswith("images_per_s") else max)(r[key] for r in results) for key in results[0]
+    }
 
 
 def measure_pair(args, frameworks, kind, mode, network, batch_norm="fused"):

@@ -16,7 +16,7 @@ from absl import app, flags
 from mtha_tf import atomic_files, evaluation, report, visualize
 from mtha_tf import config as config_lib
 from mtha_tf.data.crop import transform_points
-from mtha_tf.model import build_model
+from mtha_tf.model import build_model_for
 from mtha_tf.targets import make_codecs
 
 
@@ -30,8 +30,7 @@ def load_trained(workdir):
     policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("float32")
     try:
-        model = build_model(config.task_names(), config.num_stacks, config.features, config.input_size,
-                            config.hourglass_depth)  # fmt: skip
+        model = build_model_for(config)
     finally:
         keras.mixed_precision.set_global_policy(policy)
     model.load_weights(weights)  # inference only: no optimizer to restore

@@ -12,7 +12,7 @@ from mtha_tf.callbacks import EvaluationCallback, PredictionImages, TerminateOnN
 from mtha_tf.data.pipeline import make_dataset, naming_corrupt_files
 from mtha_tf.evaluation import evaluate, forward_function, headline
 from mtha_tf.fused_rmsprop import FusedRMSprop
-from mtha_tf.model import build_model
+from mtha_tf.model import build_model_for
 
 
 class TrainingFailed(RuntimeError):
@@ -63,9 +63,7 @@ def data_patterns(config, workdir):
 
 def compile_model(config):
     keras.utils.set_random_seed(config.seed)
-    model = build_model(
-        config.task_names(), config.num_stacks, config.features, config.input_size, config.hourglass_depth
-    )
+    model = build_model_for(config)
     loss, loss_weights = losses.keras_losses(config.task_names(), config.num_stacks, config.task_weights,
                                              config.depth_background_weight)  # fmt: skip
     learning_rate = config.learning_rate

@@ -16,7 +16,7 @@ import tensorflow as tf
 from mtha_tf import config as config_lib
 from mtha_tf import losses, trainer
 from mtha_tf.callbacks import TerminateOnNaN
-from mtha_tf.model import build_model
+from mtha_tf.model import build_model_for
 from tests.conftest import REPO, random_batch
 
 TINY_RUN = ["--preset=tiny", "--epochs=3", "--steps_per_epoch=2"]
@@ -183,8 +183,7 @@ def test_two_workers_on_loopback_finish_with_identical_weights(tmp_path):
     assert chief.keys() == other.keys()
     for name in chief:
         np.testing.assert_array_equal(chief[name], other[name], err_msg=name)
-    tiny = config_lib.make_config("tiny", tasks="pose2d,depth")
-    model = build_model(tiny.task_names(), tiny.num_stacks, tiny.features, tiny.input_size, tiny.hourglass_depth)
+    model = build_model_for(config_lib.make_config("tiny", tasks="pose2d,depth"))
     trainable = sum(w.numpy().size for w in model.trainable_weights)
     assert sum(v.size for v in chief.values()) > model.count_params() + trainable, "weights and optimizer slots"
     assert (workdir / "metrics.json").exists() and not (workdir / "worker-1" / "metrics.json").exists()

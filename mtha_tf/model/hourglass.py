@@ -12,6 +12,12 @@ def output_name(task, stack, num_stacks):
     return task if stack == num_stacks - 1 else f"{task}_stack{stack + 1}"
 
 
+def build_model_for(config):
+    """The network a `mtha_tf.config.Config` describes (training, evaluation and tests build it from one)."""
+    return build_model(config.task_names(), config.num_stacks, config.features, config.input_size,
+                       config.hourglass_depth)  # fmt: skip
+
+
 def build_model(tasks, num_stacks=2, features=256, input_size=256, hourglass_depth=4, name="mtha"):
     """A functional Keras model: shared stem, one hourglass stream per task, outputs keyed by task (and stack).
 
