@@ -8,19 +8,20 @@ Needs `pip install -e .` and, for the peer, `pip install torch==2.13.0` (CPU whe
 Every figure comes from its own subprocess (same thread count: all cores), so peak memory is per configuration;
 --rounds=N alternates N such pairs of TensorFlow and PyTorch runs per row and prints medians and the ratios' range
 (on a shared virtual machine one pair's ratio moved by +-20 %).
-On the CPU, TensorFlow trains with train.py's process settings (mtha_tf/cpu_runtime.py: oneDNN kernels, 2 malloc
-arenas, half the cores per op) and infers with TensorFlow's defaults, as served (the environment overrides both: e.g.
+On the CPU, TensorFlow trains with train.py's process settings (mtha_tf/cpu_runtime.py: oneDNN kernels, 2 malloc arenas,
+half the cores per op) and infers with TensorFlow's defaults, as served (the environment overrides both: e.g.
 TF_ENABLE_ONEDNN_OPTS=0|1). Training: images/s of one optimizer step (RMSprop, the paper's losses, random inputs and
-targets of the right shapes: the input pipeline is measured by bench/input_pipeline.py) with tf.function, with XLA
-(`jit_compile`), and in mixed precision (bf16: mixed_bfloat16 against PyTorch's bf16 autocast; fp16, on a GPU:
-mixed_float16 with Keras' loss scaling against fp16 autocast with a GradScaler), beside PyTorch fp32 (channels-last);
-the TF/PyTorch ratio pair by pair. On a GPU, "fp32" is each framework's default: TF32 tensor cores for convolutions
-in both. Inference: images/s at batch 1 and 32, fp32, of the Keras model and of the exported network (rows "export":
-batch norms folded into the convolutions, export/fold_batch_norm.py) against PyTorch's eval mode. The limit: model
-FLOPs per image (convolutions; a training step is ~3x the forward pass) and the achieved FLOP/s as a percentage of a
-GEMM peak of the same precision measured in the same run (bench/gemm_peak.py). For the networks in --keras_bn,
-training is also measured with Keras' own BatchNormalization in place of the fused layer, the reference for what
-fused_batch_norm.py gains.
+targets of the right shapes: the input pipeline is measured by bench/input_pipeline.py) with tf.function and in mixed
+precision (bf16: mixed_bfloat16 against PyTorch's bf16 autocast; fp16, on a GPU: mixed_float16 with Keras' loss scaling
+against fp16 autocast with a GradScaler), beside PyTorch (channels-last); the TF/PyTorch ratio pair by pair. For the
+networks in --xla, also with XLA (`jit_compile`) in each precision (rows "fp32+xla", "fp16+xla"), against the same
+precision's PyTorch rounds (eager: PyTorch has no XLA). On a GPU, "fp32" is each framework's default: TF32 tensor cores
+for convolutions in both. Inference: images/s at batch 1 and 32, fp32, of the Keras model and of the exported network
+(rows "export": batch norms folded into the convolutions, export/fold_batch_norm.py) against PyTorch's eval mode. The
+limit: model FLOPs per image (convolutions; a training step is ~3x the forward pass) and the achieved FLOP/s as a
+percentage of a GEMM peak of the same precision measured in the same run (bench/gemm_peak.py). For the networks in
+--keras_bn, training is also measured with Keras' own BatchNormalization in place of the fused layer, the reference for
+what fused_batch_norm.py gains.
 """
 
 import argparse
@@ -100,10 +101,12 @@ def measure_tf(args, mode):
         from mtha_tf.model import blocks
 
         blocks.FusedBatchNormalization = keras.layers.BatchNormalization
+    precision, _, compiler = mode.partition("+")  # "fp16+xla": mixed_float16, the step compiled by XLA
+    xla = compiler == "xla"
     # Keras wraps the optimizer in a LossScaleOptimizer under mixed_float16.
-    keras.mixed_precision.set_global_policy(MIXED_POLICIES.get(mode, "float32"))
+    keras.mixed_precision.set_global_policy(MIXED_POLICIES.get(precision, "float32"))
     config = make_config("paper", tasks=args.tasks, num_stacks=args.num_stacks, features=args.features,
-                         input_size=args.input_size, batch_size=args.batch_size, jit_compile=mode == "xla")  # fmt: skip
+                         input_size=args.input_size, batch_size=args.batch_size, jit_compile=xla)  # fmt: skip
     names = config.task_names()
     model = compile_model(config)
     rng = np.random.default_rng(0)
@@ -131,7 +134,7 @@ def measure_tf(args, mode):
                 outputs = network(inputs, training=False).values()
                 return tf.add_n([tf.reduce_sum(tf.cast(y, tf.float32)) for y in outputs])
 
-            return tf.function(run, jit_compile=mode == "xla")
+            return tf.function(run, jit_compile=xla)
 
         # The Keras model as trained, and the exported network (batch norms folded into the convolutions).
         for prefix, network in (("", model), ("folded_", fold_batch_norms(model))):
@@ -263,22 +266,29 @@ def _over_rounds(results):
     }
 
 
-def measure_pair(args, frameworks, kind, mode, network, batch_norm="fused"):
-    """(TensorFlow result, PyTorch result, {figure: TF/PyTorch ratio per round}) over `args.rounds` rounds, the two
-    frameworks alternating within each round so that both see the same phase of a shared machine's drifting speed
-    (speeds are medians over rounds; the ratios are taken round by round, so that drift between rounds cancels)."""
-    with_peer = "torch" in frameworks and mode != "xla" and batch_norm == "fused"
+def measure_pair(args, frameworks, kind, mode, network, batch_norm="fused", peers=None):
+    """(TensorFlow result, PyTorch result, {figure: TF/PyTorch ratio per round}, PyTorch's result per round) over
+    `args.rounds` rounds, the two frameworks alternating within each round so that both see the same phase of a shared
+    machine's drifting speed (speeds are medians over rounds; the ratios are taken round by round, so that drift between
+    rounds cancels). `peers`: PyTorch's rounds of an earlier row to compare with instead of running it again (an XLA
+    row against the same precision's PyTorch, which has no XLA)."""
+    with_peer = "torch" in frameworks and batch_norm == "fused" and peers is None
     rounds = []
-    for _ in range(args.rounds):
+    for round_index in range(args.rounds):
         tf_result = child(args, "tf", kind, mode, network, batch_norm) if "tf" in frameworks else None
-        rounds.append((tf_result, child(args, "torch", kind, mode, network) if with_peer else None))
+        if with_peer:
+            peer = child(args, "torch", kind, mode, network)
+        else:
+            peer = peers[round_index] if peers else None
+        rounds.append((tf_result, peer))
     ratios = {}
     for tf_result, torch_result in rounds:
         for key, rate in (tf_result or {}).items():
             peer_key = key.removeprefix("folded_")  # the exported network against PyTorch's one model too
             if key.endswith("images_per_s") and torch_result and peer_key in torch_result:
                 ratios.setdefault(key, []).append(rate / torch_result[peer_key])
-    return _over_rounds([r for r, _ in rounds]), _over_rounds([r for _, r in rounds]), ratios
+    peers = [r for _, r in rounds]
+    return _over_rounds([r for r, _ in rounds]), _over_rounds(peers), ratios, peers
 
 
 def print_row(network, what, tf_result, torch_result, key, passes, peak, ratios=()):
@@ -309,7 +319,9 @@ def main():
     parser.add_argument("--features", type=int, default=256)
     parser.add_argument("--num_stacks", type=int, default=2)
     parser.add_argument("--networks", default="all,pose2d")
-    parser.add_argument("--xla", default="pose2d", help="networks also measured with XLA (4 tasks: ~9 GB to compile)")
+    parser.add_argument(
+        "--xla", default="pose2d", help="networks also trained with XLA, in each precision (4 tasks on a CPU: ~9 GB)"
+    )
     parser.add_argument("--keras_bn", default="pose2d", help="networks also trained with Keras' BatchNormalization")
     parser.add_argument(
         "--precisions",
@@ -355,20 +367,27 @@ def main():
           f"{'GPU GiB TF/PT':>13} {'%peak':>6}")  # fmt: skip
     for network in args.networks.split(","):
         runs = [(mode, "fused") for mode in precisions]
-        runs += [("xla", "fused")] if network in args.xla.split(",") else []
+        runs += [(f"{mode}+xla", "fused") for mode in precisions] if network in args.xla.split(",") else []
         runs += [(mode, "keras") for mode in precisions] if network in args.keras_bn.split(",") else []
         runs = runs if "train" in kinds else []
         described = None  # any result, for the network's FLOPs and parameters
+        peer_rounds = {}  # precision: PyTorch's rounds of its row, the peer of the precision's XLA row too
         for mode, batch_norm in runs:
-            tf_result, torch_result, ratios = measure_pair(args, frameworks, "train", mode, network, batch_norm)
+            precision, _, compiler = mode.partition("+")
+            peers = peer_rounds.get(precision) if compiler else None
+            tf_result, torch_result, ratios, peers = measure_pair(
+                args, frameworks, "train", mode, network, batch_norm, peers
+            )
+            if batch_norm == "fused" and not compiler:
+                peer_rounds[precision] = peers
             if tf_result or torch_result:
                 what = f"train {mode}" + (", Keras BN" if batch_norm == "keras" else "")
-                mode_peak = peak.get("fp32" if mode == "xla" else mode)
+                mode_peak = peak.get(precision)
                 print_row(network, what, tf_result, torch_result, "images_per_s", 3, mode_peak,
                           ratios.get("images_per_s", ()))  # fmt: skip
             described = tf_result or torch_result or described
         if "infer" in kinds:
-            tf_result, torch_result, ratios = measure_pair(args, frameworks, "infer", "fp32", network)
+            tf_result, torch_result, ratios, _ = measure_pair(args, frameworks, "infer", "fp32", network)
             for prefix, batch in itertools.product(("", "folded_") if tf_result else ("",), (1, 32)):
                 what = f"inference b{batch} fp32" + (", export" if prefix else "")
                 key = f"batch{batch}_images_per_s"

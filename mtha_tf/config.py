@@ -27,7 +27,9 @@ class Config:
     # bins on thin limbs loses most there; < 1 moves those pixels to foreground (BUILD.md, Metrics).
     depth_background_weight: float = 1.0
     mixed_precision: bool = False
-    jit_compile: bool = False
+    # XLA for the train step. None is Keras' "auto": on with one GPU (pose2d trains 1.6x faster on an H100,
+    # docs/performance.md), off on CPUs (slower there) and under a distribution strategy (Keras' rule).
+    jit_compile: bool | None = None
     seed: int = 0
     data_dir: str | None = None  # TFRecords from data_prep.surreal; None = the embedded synthetic data
     eval_batch_size: int = 8

@@ -1,6 +1,7 @@
 """absl flags for the Config fields a user may override, shared by `train.py` and `python -m mtha_tf.study`."""
 
 import dataclasses
+import typing
 
 from absl import flags
 
@@ -11,27 +12,34 @@ OVERRIDABLE = ("tasks", "num_stacks", "features", "input_size", "batch_size", "l
                "depth_background_weight", "lr_schedule")  # fmt: skip
 _HELP = {"tasks": "Comma-separated subset of pose2d,segmentation,depth,pose3d.",
          "data_dir": "TFRecords from data_prep.surreal; unset = the embedded synthetic data.",
-         "steps_per_epoch": "Batches per epoch (SURREAL's is 2000)."}  # fmt: skip
+         "steps_per_epoch": "Batches per epoch (SURREAL's is 2000).",
+         "jit_compile": "XLA for the train step; unset = Keras' auto: on with one GPU, off on CPUs and several GPUs.",
+         }  # fmt: skip
 
 
-def define_config_flags(exclude=()):
+def define_config_flags(exclude=(), flag_values=flags.FLAGS):
     """--preset plus one flag per overridable Config field (unset flags keep the preset's value)."""
-    flags.DEFINE_enum("preset", "paper", sorted(config_lib.PRESETS), "Base configuration; other flags override it.")
+    flags.DEFINE_enum("preset", "paper", sorted(config_lib.PRESETS), "Base configuration; other flags override it.",
+                      flag_values=flag_values)  # fmt: skip
     defaults = config_lib.Config()
     for field in dataclasses.fields(config_lib.Config):
         if field.name not in OVERRIDABLE or field.name in exclude:
             continue
         paper_value = getattr(defaults, field.name)
         helptext = _HELP.get(field.name, f"Overrides the preset's {field.name} (paper: {paper_value}).")
-        kind = type(paper_value)
+        # A field whose default is None ("bool | None") takes the flag type of the other member of its union.
+        kind = type(paper_value) if paper_value is not None else _value_type(field.type)
         define = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer, float: flags.DEFINE_float}.get(
             kind, flags.DEFINE_string
         )
-        define(field.name, None, helptext)
+        define(field.name, None, helptext, flag_values=flag_values)
 
 
-def config_from_flags(**fixed):
+def _value_type(annotation):
+    return next(member for member in typing.get_args(annotation) if member is not type(None))
+
+
+def config_from_flags(flag_values=flags.FLAGS, **fixed):
     """The Config the parsed flags describe; `fixed` fields win over flags."""
-    values = flags.FLAGS
-    overrides = {name: values[name].value for name in OVERRIDABLE if name in values and name not in fixed}
-    return config_lib.make_config(values.preset, **overrides, **fixed)
+    overrides = {name: flag_values[name].value for name in OVERRIDABLE if name in flag_values and name not in fixed}
+    return config_lib.make_config(flag_values.preset, **overrides, **fixed)

@@ -70,7 +70,8 @@ def compile_model(config):
     if config.lr_schedule == "cosine":  # over the whole run; resuming restores the step count, so the schedule too
         learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, config.epochs * config.steps_per_epoch)
     optimizer = FusedRMSprop(learning_rate, rho=0.99, epsilon=1e-8)
-    model.compile(optimizer=optimizer, loss=loss, loss_weights=loss_weights, jit_compile=config.jit_compile)
+    jit_compile = "auto" if config.jit_compile is None else config.jit_compile
+    model.compile(optimizer=optimizer, loss=loss, loss_weights=loss_weights, jit_compile=jit_compile)
     return model
 
 
