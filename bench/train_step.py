@@ -5,9 +5,9 @@ r"""Training and inference speed of the networks in TensorFlow against a PyTorch
                                [--keras_bn=pose2d] [--kinds=train,infer] [--frameworks=tf,torch] [--rounds=1]
 
 Needs `pip install -e .` and, for the peer, `pip install torch==2.13.0` (CPU wheel; on a GPU machine a CUDA build).
-Every figure comes from its own subprocess (same thread count: all cores), so peak memory is per configuration;
---rounds=N alternates N such pairs of TensorFlow and PyTorch runs per row and prints medians and the ratios' range
-(on a shared virtual machine one pair's ratio moved by +-20 %).
+Every figure comes from its own subprocess (bench/step_measurements.py; same thread count: all cores), so peak memory
+is per configuration; --rounds=N alternates N such pairs of TensorFlow and PyTorch runs per row and prints medians and
+the ratios' range (on a shared virtual machine one pair's ratio moved by +-20 %).
 On the CPU, TensorFlow trains with train.py's process settings (mtha_tf/cpu_runtime.py: oneDNN kernels, 2 malloc arenas,
 half the cores per op) and infers with TensorFlow's defaults, as served (the environment overrides both: e.g.
 TF_ENABLE_ONEDNN_OPTS=0|1). Training: images/s of one optimizer step (RMSprop, the paper's losses, random inputs and
@@ -25,219 +25,15 @@ what fused_batch_norm.py gains.
 """
 
 import argparse
-import contextlib
 import itertools
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 NETWORKS = {"all": "pose2d,segmentation,depth,pose3d", "pose2d": "pose2d"}
-MIXED_POLICIES = {"bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
-
-
-def _rss_gib():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-
-
-def _timed(step, steps, after_warm_up=None):
-    """Median seconds per call after a warm-up call: robust to the bursts of a shared (virtual) machine, where a mean
-    over a few steps moved by +-25 % between identical runs."""
-    step()  # tracing / warm-up
-    if after_warm_up:
-        after_warm_up()
-    seconds = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        seconds.append(time.perf_counter() - start)
-    return statistics.median(seconds)
-
-
-def conv_flops(model):
-    """Forward FLOPs per image of every Conv2D (2 x MACs): the network's cost, BatchNorm and adds aside."""
-    import keras
-
-    total = 0
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.Conv2D):
-            _, height, width, out_channels = layer.output.shape
-            kernel = layer.kernel.shape
-            total += 2 * height * width * out_channels * kernel[0] * kernel[1] * kernel[2]
-    return total
-
-
-def random_targets(rng, args, names):
-    """{task: NumPy target} of the right shapes: class labels for label-map tasks, heatmaps in [0, 1) otherwise."""
-    from mtha_tf import tasks
-
-    heat = args.input_size // 4
-    targets = {}
-    for task in names:
-        channels = tasks.OUTPUT_CHANNELS[task]
-        if task in tasks.LABEL_MAP_TASKS:
-            targets[task] = rng.integers(0, channels, (args.batch_size, heat, heat))
-        else:
-            targets[task] = rng.random((args.batch_size, heat, heat, channels)).astype("float32")
-    return targets
-
-
-def measure_tf(args, mode):
-    import keras
-    import numpy as np
-    import tensorflow as tf
-
-    from mtha_tf.config import make_config
-    from mtha_tf.model import output_name
-    from mtha_tf.trainer import compile_model
-
-    if args.device == "gpu" and not tf.config.list_physical_devices("GPU"):
-        raise RuntimeError("--device=gpu, but TensorFlow sees no GPU (install tensorflow[and-cuda])")
-    if args.batch_norm == "keras":  # the reference: Keras' layer where the model uses the fused one
-        from mtha_tf.model import blocks
-
-        blocks.FusedBatchNormalization = keras.layers.BatchNormalization
-    precision, _, compiler = mode.partition("+")  # "fp16+xla": mixed_float16, the step compiled by XLA
-    xla = compiler == "xla"
-    # Keras wraps the optimizer in a LossScaleOptimizer under mixed_float16.
-    keras.mixed_precision.set_global_policy(MIXED_POLICIES.get(precision, "float32"))
-    config = make_config("paper", tasks=args.tasks, num_stacks=args.num_stacks, features=args.features,
-                         input_size=args.input_size, batch_size=args.batch_size, jit_compile=xla)  # fmt: skip
-    names = config.task_names()
-    model = compile_model(config)
-    rng = np.random.default_rng(0)
-    images = rng.normal(size=(args.batch_size, args.input_size, args.input_size, 3)).astype("float32")
-    per_task = random_targets(rng, args, names)
-    targets = {
-        output_name(task, stack, args.num_stacks): per_task[task] for task in names for stack in range(args.num_stacks)
-    }
-    result = {"flops_per_image": conv_flops(model), "parameters": model.count_params()}
-    on_gpu = args.device == "gpu"
-    # Peak device memory counts from after the warm-up, as for PyTorch (autotuning tries large workspaces).
-    reset_peak = (lambda: tf.config.experimental.reset_memory_stats("GPU:0")) if on_gpu else None
-    if args.kind == "train":  # train_on_batch returns the losses as NumPy: each step waits for the device
-        seconds = _timed(lambda: model.train_on_batch({"image": images}, targets), args.steps, reset_peak)
-        result["images_per_s"] = args.batch_size / seconds
-        if on_gpu:
-            result["peak_device_gib"] = tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**30
-    else:
-        from export.fold_batch_norm import fold_batch_norms
-
-        def forward(network):
-            def run(inputs):
-                # One scalar of all outputs back to the host waits for the whole forward pass (on a GPU too) without
-                # timing a copy of every output.
-                outputs = network(inputs, training=False).values()
-                return tf.add_n([tf.reduce_sum(tf.cast(y, tf.float32)) for y in outputs])
-
-            return tf.function(run, jit_compile=xla)
-
-        # The Keras model as trained, and the exported network (batch norms folded into the convolutions).
-        for prefix, network in (("", model), ("folded_", fold_batch_norms(model))):
-            run = forward(network)
-            for batch in (1, 32):
-                x = tf.constant(rng.normal(size=(batch, args.input_size, args.input_size, 3)), tf.float32)
-                seconds = _timed(lambda x=x, run=run: run({"image": x}).numpy(), args.steps)
-                result[f"{prefix}batch{batch}_images_per_s"] = batch / seconds
-    keras.backend.clear_session()
-    return result
-
-
-def measure_torch(args, mode):
-    import numpy as np
-    import torch
-
-    sys.path.insert(0, os.path.dirname(__file__))
-    from peer_torch import MultiTaskHourglass, conv_flops_per_image
-
-    from mtha_tf import tasks
-
-    torch.manual_seed(0)
-    if args.device == "gpu":
-        if not torch.cuda.is_available():
-            raise RuntimeError("--device=gpu, but PyTorch sees no GPU (a CUDA build of torch is needed)")
-        device, sync = "cuda", torch.cuda.synchronize
-        torch.backends.cudnn.benchmark = True  # fixed shapes: cuDNN picks its fastest algorithms, as TF autotunes
-    else:
-        device, sync = "cpu", lambda: None
-        torch.set_num_threads(os.cpu_count())
-    names = tasks.parse_tasks(args.tasks)
-    model = MultiTaskHourglass(names, args.num_stacks, args.features)
-    result = {"flops_per_image": conv_flops_per_image(model, args.input_size)}
-    model = model.to(device, memory_format=torch.channels_last)
-
-    # Peak device memory counts from after the warm-up: cuDNN's autotuning tries algorithms with large workspaces.
-    reset_peak = torch.cuda.reset_peak_memory_stats if device == "cuda" else None
-
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mode)
-    autocast = torch.autocast(device, dtype=dtype) if dtype else contextlib.nullcontext()
-    size, batch = args.input_size, args.batch_size
-    if args.kind == "train":
-        optimizer = torch.optim.RMSprop(model.parameters(), lr=1e-3, alpha=0.99, eps=1e-8)
-        scaler = torch.amp.GradScaler(device, enabled=mode == "fp16")
-        images = torch.randn(batch, 3, size, size, device=device).to(memory_format=torch.channels_last)
-        targets = []
-        for task, target in random_targets(np.random.default_rng(0), args, names).items():
-            if task in tasks.LABEL_MAP_TASKS:
-                targets.append(("ce", torch.from_numpy(target).to(device)))
-            else:
-                targets.append(("rmse", torch.from_numpy(target).permute(0, 3, 1, 2).contiguous().to(device)))
-        targets = targets * args.num_stacks  # outputs come stack by stack, tasks in order
-
-        def step():
-            optimizer.zero_grad(set_to_none=True)
-            with autocast:
-                outputs = model(images)
-            loss = 0.0
-            for output, (kind, target) in zip(outputs, targets, strict=True):
-                output = output.float()
-                if kind == "ce":
-                    loss = loss + torch.nn.functional.cross_entropy(output, target)
-                else:
-                    loss = loss + torch.sqrt(((output - target) ** 2).mean(dim=(1, 2, 3)) + 1e-12).mean()
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            sync()
-
-        model.train()
-        result["images_per_s"] = batch / _timed(step, args.steps, reset_peak)
-    else:
-        model.eval()
-        for count in (1, 32):
-            x = torch.randn(count, 3, size, size, device=device).to(memory_format=torch.channels_last)
-
-            def forward(x=x):
-                with torch.inference_mode(), autocast:
-                    model(x)
-                sync()
-
-            result[f"batch{count}_images_per_s"] = count / _timed(forward, args.steps, reset_peak)
-    if device == "cuda":
-        result["peak_device_gib"] = torch.cuda.max_memory_allocated() / 2**30
-    return result
-
-
-def run_one(args):
-    """Child process: one measurement, printed as JSON."""
-    if args.framework == "gemm":
-        import gemm_peak
-
-        result = gemm_peak.measure(args.device, args.kind.split(","))
-    elif args.framework == "tf":
-        if args.kind == "train" and args.device == "cpu":  # as train.py runs; inference as TF Serving runs it
-            from mtha_tf import cpu_runtime
-
-            cpu_runtime.configure_before_tensorflow()
-        result = measure_tf(args, args.mode)
-    else:
-        result = measure_torch(args, args.mode)
-    result["peak_rss_gib"] = _rss_gib()
-    print("RESULT " + json.dumps(result))
 
 
 def child(args, framework, kind, mode, network, batch_norm="fused"):
@@ -346,6 +142,8 @@ def main():
     if args.rounds < 1:
         parser.error(f"--rounds must be at least 1, got {args.rounds}")
     if args.child:
+        from step_measurements import run_one  # beside this file, on sys.path when run as a script
+
         return run_one(args)
 
     frameworks, kinds = args.frameworks.split(","), args.kinds.split(",")
