@@ -17,17 +17,25 @@ def _rss_gib():
 
 
 def _timed(step, steps, after_warm_up=None):
-    """Median seconds per call after a warm-up call: robust to the bursts of a shared (virtual) machine, where a mean
-    over a few steps moved by +-25 % between identical runs."""
-    step()  # tracing / warm-up
+    return _timed_in_turn({"": step}, steps, after_warm_up)[""]
+
+
+def _timed_in_turn(calls, steps, after_warm_up=None):
+    """{name: median seconds per call} after a warm-up call of each. Medians are robust to the bursts of a shared
+    (virtual) machine, where a mean over a few steps moved by +-25 % between identical runs; the calls take turns in
+    every step, so that its drift reaches all of them alike (timed one after the other, the Keras model measured
+    faster than the folded network at batch 1, taking turns 4.6 % slower)."""
+    for call in calls.values():
+        call()  # tracing / warm-up
     if after_warm_up:
         after_warm_up()
-    seconds = []
+    seconds = {name: [] for name in calls}
     for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        seconds.append(time.perf_counter() - start)
-    return statistics.median(seconds)
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            seconds[name].append(time.perf_counter() - start)
+    return {name: statistics.median(times) for name, times in seconds.items()}
 
 
 def conv_flops(model):
@@ -109,11 +117,11 @@ def measure_tf(args, mode):
             return tf.function(run, jit_compile=xla)
 
         # The Keras model as trained, and the exported network (batch norms folded into the convolutions).
-        for prefix, network in (("", model), ("folded_", fold_batch_norms(model))):
-            run = forward(network)
-            for batch in (1, 32):
-                x = tf.constant(rng.normal(size=(batch, args.input_size, args.input_size, 3)), tf.float32)
-                seconds = _timed(lambda x=x, run=run: run({"image": x}).numpy(), args.steps)
+        networks = {"": forward(model), "folded_": forward(fold_batch_norms(model))}
+        for batch in (1, 32):
+            x = tf.constant(rng.normal(size=(batch, args.input_size, args.input_size, 3)), tf.float32)
+            calls = {prefix: (lambda x=x, run=run: run({"image": x}).numpy()) for prefix, run in networks.items()}
+            for prefix, seconds in _timed_in_turn(calls, args.steps).items():
                 result[f"{prefix}batch{batch}_images_per_s"] = batch / seconds
     keras.backend.clear_session()
     return result
