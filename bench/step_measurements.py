@@ -90,16 +90,18 @@ def measure_tf(args, mode):
     names = config.task_names()
     model = compile_model(config)
     rng = np.random.default_rng(0)
-    images = rng.normal(size=(args.batch_size, args.input_size, args.input_size, 3)).astype("float32")
-    per_task = random_targets(rng, args, names)
-    targets = {
-        output_name(task, stack, args.num_stacks): per_task[task] for task in names for stack in range(args.num_stacks)
-    }
     result = {"flops_per_image": conv_flops(model), "parameters": model.count_params()}
     on_gpu = args.device == "gpu"
     # Peak device memory counts from after the warm-up, as for PyTorch (autotuning tries large workspaces).
     reset_peak = (lambda: tf.config.experimental.reset_memory_stats("GPU:0")) if on_gpu else None
     if args.kind == "train":  # train_on_batch returns the losses as NumPy: each step waits for the device
+        images = rng.normal(size=(args.batch_size, args.input_size, args.input_size, 3)).astype("float32")
+        per_task = random_targets(rng, args, names)
+        targets = {
+            output_name(task, stack, args.num_stacks): per_task[task]
+            for task in names
+            for stack in range(args.num_stacks)
+        }
         seconds = _timed(lambda: model.train_on_batch({"image": images}, targets), args.steps, reset_peak)
         result["images_per_s"] = args.batch_size / seconds
         if on_gpu:

@@ -180,8 +180,7 @@ def main():
                 peer_rounds[precision] = peers
             if tf_result or torch_result:
                 what = f"train {mode}" + (", Keras BN" if batch_norm == "keras" else "")
-                mode_peak = peak.get(precision)
-                print_row(network, what, tf_result, torch_result, "images_per_s", 3, mode_peak,
+                print_row(network, what, tf_result, torch_result, "images_per_s", 3, peak.get(precision),
                           ratios.get("images_per_s", ()))  # fmt: skip
             described = tf_result or torch_result or described
         if "infer" in kinds:
