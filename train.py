@@ -13,7 +13,7 @@ from absl import app, flags
 
 from mtha_tf import cpu_runtime
 
-cpu_runtime.configure_before_tensorflow()  # oneDNN kernels and fewer malloc arenas: read once, at start-up
+cpu_runtime.configure_for_training()  # oneDNN kernels and fewer malloc arenas: read once, at start-up
 
 from mtha_tf.config_flags import config_from_flags, define_config_flags  # noqa: E402
 

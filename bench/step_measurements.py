@@ -211,10 +211,13 @@ def run_one(args):
 
         result = gemm_peak.measure(args.device, args.kind.split(","))
     elif args.framework == "tf":
-        if args.kind == "train" and args.device == "cpu":  # as train.py runs; inference as TF Serving runs it
+        if args.device == "cpu":  # as train.py trains, and as `python -m mtha_tf.evaluate` infers
             from mtha_tf import cpu_runtime
 
-            cpu_runtime.configure_before_tensorflow()
+            if args.kind == "train":
+                cpu_runtime.configure_for_training()
+            else:
+                cpu_runtime.configure_for_inference()
         result = measure_tf(args, args.mode)
     else:
         result = measure_torch(args, args.mode)

@@ -9,19 +9,19 @@ Every figure comes from its own subprocess (bench/step_measurements.py; same thr
 is per configuration; --rounds=N alternates N such pairs of TensorFlow and PyTorch runs per row and prints medians and
 the ratios' range (on a shared virtual machine one pair's ratio moved by +-20 %).
 On the CPU, TensorFlow trains with train.py's process settings (mtha_tf/cpu_runtime.py: oneDNN kernels, 2 malloc arenas,
-half the cores per op) and infers with TensorFlow's defaults, as served (the environment overrides both: e.g.
-TF_ENABLE_ONEDNN_OPTS=0|1). Training: images/s of one optimizer step (RMSprop, the paper's losses, random inputs and
-targets of the right shapes: the input pipeline is measured by bench/input_pipeline.py) with tf.function and in mixed
-precision (bf16: mixed_bfloat16 against PyTorch's bf16 autocast; fp16, on a GPU: mixed_float16 with Keras' loss scaling
-against fp16 autocast with a GradScaler), beside PyTorch (channels-last); the TF/PyTorch ratio pair by pair. For the
-networks in --xla, also with XLA (`jit_compile`) in each precision (rows "fp32+xla", "fp16+xla"), against the same
-precision's PyTorch rounds (eager: PyTorch has no XLA). On a GPU, "fp32" is each framework's default: TF32 tensor cores
-for convolutions in both. Inference: images/s at batch 1 and 32, fp32, of the Keras model and of the exported network
-(rows "export": batch norms folded into the convolutions, export/fold_batch_norm.py) against PyTorch's eval mode. The
-limit: model FLOPs per image (convolutions; a training step is ~3x the forward pass) and the achieved FLOP/s as a
-percentage of a GEMM peak of the same precision measured in the same run (bench/gemm_peak.py). For the networks in
---keras_bn, training is also measured with Keras' own BatchNormalization in place of the fused layer, the reference for
-what fused_batch_norm.py gains.
+half the cores per op) and infers with those of the inference entry points (oneDNN kernels, weights reordered once); the
+environment overrides both (TF_ENABLE_ONEDNN_OPTS=0 measures TensorFlow's default Eigen kernels on AVX2 CPUs). Training:
+images/s of one optimizer step (RMSprop, the paper's losses, random inputs and targets of the right shapes: the input
+pipeline is measured by bench/input_pipeline.py) with tf.function and in mixed precision (bf16: mixed_bfloat16 against
+PyTorch's bf16 autocast; fp16, on a GPU: mixed_float16 with Keras' loss scaling against fp16 autocast with a
+GradScaler), beside PyTorch (channels-last); the TF/PyTorch ratio pair by pair. For the networks in --xla, also with XLA
+(`jit_compile`) in each precision (rows "fp32+xla", "fp16+xla"), against the same precision's PyTorch rounds (eager:
+PyTorch has no XLA). On a GPU, "fp32" is each framework's default: TF32 tensor cores for convolutions in both.
+Inference: images/s at batch 1 and 32, fp32, of the Keras model and of the exported network (rows "export": batch norms
+folded into the convolutions, export/fold_batch_norm.py) against PyTorch's eval mode. The limit: model FLOPs per image
+(convolutions; a training step is ~3x the forward pass) and the achieved FLOP/s as a percentage of a GEMM peak of the
+same precision measured in the same run (bench/gemm_peak.py). For the networks in --keras_bn, training is also measured
+with Keras' own BatchNormalization in place of the fused layer, the reference for what fused_batch_norm.py gains.
 """
 
 import argparse

@@ -15,10 +15,15 @@ import threading
 from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import grpc
-import numpy as np
-import tensorflow as tf
-from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+from mtha_tf import cpu_runtime
+
+if __name__ == "__main__":  # a server process only infers: oneDNN with frozen weights, before TensorFlow starts
+    cpu_runtime.configure_for_inference()
+
+import grpc  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: E402
 
 
 class InvalidRequest(ValueError):

@@ -97,6 +97,19 @@ def make_config(preset="paper", **overrides):
     return config
 
 
+# Fields that change how a run executes, not what it trains: a finished or interrupted run is the same run under
+# other values (a study started before XLA became Keras' "auto" has `"jit_compile": false` in its configs).
+EXECUTION_FIELDS = ("jit_compile",)
+
+
+def training_differences(saved, config):
+    """["field: saved value -> config's value", ...] for the fields that change what is trained (EXECUTION_FIELDS
+    aside); empty when `config` trains what `saved` describes."""
+    names = [f.name for f in dataclasses.fields(Config) if f.name not in EXECUTION_FIELDS]
+    return [f"{name}: {getattr(saved, name)!r} -> {getattr(config, name)!r}"
+            for name in names if getattr(saved, name) != getattr(config, name)]  # fmt: skip
+
+
 def save(config, path):
     atomic_files.write_json(path, dataclasses.asdict(config))
 

@@ -1,6 +1,9 @@
-"""Process settings for training on CPUs, applied by the entry points before TensorFlow is imported.
+"""Process settings for CPUs, applied by the entry points before TensorFlow is imported: one set for processes that
+train (train.py, `python -m mtha_tf.study`), one for processes that only infer (`python -m mtha_tf.evaluate`,
+`python -m export.local_server`). All are measured in docs/performance.md (2-core AMD EPYC, AVX2) and all yield to a
+value the user already set.
 
-All are measured in docs/performance.md (2-core AMD EPYC, AVX2) and all yield to a value the user already set:
+Training:
 
 - oneDNN kernels (`TF_ENABLE_ONEDNN_OPTS=1`): TensorFlow turns them on by default only on CPUs with AVX-512 VNNI,
   BF16 or AMX; on AVX2 CPUs it falls back to Eigen's convolutions, which train the hourglass 10-17 % slower.
@@ -43,10 +46,22 @@ def intra_op_threads():
     return max(1, cores // 2)
 
 
-def configure_before_tensorflow():
-    """oneDNN kernels, the malloc arena limit and threads per op; must run before the first `import tensorflow`."""
+def _before_tensorflow(function_name):
     if "tensorflow" in sys.modules:
-        raise RuntimeError("cpu_runtime.configure_before_tensorflow() must run before TensorFlow is imported")
+        raise RuntimeError(f"cpu_runtime.{function_name}() must run before TensorFlow is imported")
+
+
+def configure_for_training():
+    """oneDNN kernels, the malloc arena limit and threads per op; must run before the first `import tensorflow`."""
+    _before_tensorflow("configure_for_training")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(intra_op_threads()))
     limit_malloc_arenas()
+
+
+def configure_for_inference():
+    """oneDNN kernels that reorder each (frozen) weight once; must run before the first `import tensorflow`, and only
+    in a process that does not change its weights after the first forward pass."""
+    _before_tensorflow("configure_for_inference")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+    os.environ.setdefault("TF_ONEDNN_ASSUME_FROZEN_WEIGHTS", "1")

@@ -18,7 +18,7 @@ import os
 from mtha_tf import cpu_runtime
 
 if __name__ == "__main__":  # `python -m mtha_tf.study` trains: train.py's process settings, before TensorFlow starts
-    cpu_runtime.configure_before_tensorflow()
+    cpu_runtime.configure_for_training()
 
 from absl import app, flags  # noqa: E402
 
@@ -54,8 +54,11 @@ def _shared_data_dir(config, study_dir):
 def train_combination(config, workdir):
     """Trains unless `workdir` already holds a finished run of the same config (an unfinished one resumes)."""
     config_path = os.path.join(workdir, "config.json")
-    if os.path.exists(config_path) and config_lib.load(config_path) != config:
-        raise ValueError(f"{config_path} describes another configuration; use a new --study_dir for this one")
+    saved = config_lib.load(config_path) if os.path.exists(config_path) else config
+    differences = config_lib.training_differences(saved, config)
+    if differences:
+        raise ValueError(f"{config_path} describes another configuration ({'; '.join(differences)}); use a new "
+                         "--study_dir for this one")  # fmt: skip
     if not os.path.exists(os.path.join(workdir, "metrics.json")):
         trainer.train(config, workdir)
 

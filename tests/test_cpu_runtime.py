@@ -1,21 +1,28 @@
-"""train.py's process settings: oneDNN kernels, the malloc arena limit and threads per op, unless the user chose
-otherwise."""
+"""The entry points' process settings: oneDNN kernels, the malloc arena limit and threads per op for training; oneDNN
+with frozen weights for inference; unless the user chose otherwise."""
 
+import json
 import os
 import pathlib
 import platform
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from mtha_tf import cpu_runtime
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+SETTINGS = ("TF_ENABLE_ONEDNN_OPTS", "MALLOC_ARENA_MAX", "TF_NUM_INTRAOP_THREADS", "TF_ONEDNN_ASSUME_FROZEN_WEIGHTS")
+# TensorFlow's x86 wheels carry oneDNN; on other CPUs the variable may have no kernels to turn on.
+X86 = platform.machine().lower() in ("x86_64", "amd64")
 # Appended to each probe: the settings its process ended up with.
 REPORT = """
+import json
 from tensorflow.python.util import _pywrap_util_port
-print(started, _pywrap_util_port.IsMklEnabled(), os.environ["MALLOC_ARENA_MAX"], os.environ["TF_NUM_INTRAOP_THREADS"])
+settings = {name: value for name, value in os.environ.items() if name.startswith(("TF_", "MALLOC_"))}
+print(json.dumps({"started": started, "onednn": _pywrap_util_port.IsMklEnabled(), **settings}))
 """
 TRAIN_PROBE = """
 import os, sys
@@ -23,56 +30,110 @@ sys.path.insert(0, sys.argv[1])
 import train  # noqa: F401  (its imports configure the process, as `python train.py` does)
 started = "tensorflow" in sys.modules
 """
-STUDY_PROBE = """
+# The module's top level as `python -m <module>` runs it, without starting the program.
+MAIN_MODULE_PROBE = """
 import os, runpy, sys
 from absl import app
-app.run = lambda main: None  # the module's top level as `python -m mtha_tf.study` runs it, without starting a study
+app.run = lambda main: None
 sys.path.insert(0, sys.argv[1])
-runpy.run_module("mtha_tf.study", run_name="__main__")
+runpy.run_module(%r, run_name="__main__")
 started = False
+"""
+# A tiny two-task network's outputs at batch 1, then 3, then 1 again, in one traced function (as evaluation runs
+# it): the first call reorders and caches each kernel when the weights are taken as frozen.
+OUTPUTS_PROBE = """
+import os, sys
+sys.path.insert(0, sys.argv[1])
+import keras, numpy as np, tensorflow as tf
+from tensorflow.python.util import _pywrap_util_port
+from mtha_tf.model import build_model
+keras.utils.set_random_seed(0)
+model = build_model(("pose2d", "segmentation"), num_stacks=1, features=16, input_size=64, hourglass_depth=2)
+weights = sys.argv[2]
+model.load_weights(weights) if os.path.exists(weights) else model.save_weights(weights)
+forward = tf.function(lambda x: model({"image": x}, training=False))
+rng = np.random.default_rng(0)
+outputs = [forward(rng.normal(size=(n, 64, 64, 3)).astype("float32")) for n in (1, 3, 1)]
+np.savez(sys.argv[3], onednn=_pywrap_util_port.IsMklEnabled(),
+         **{f"{i}_{task}": y[task].numpy() for i, y in enumerate(outputs) for task in y})
 """
 
 
-def _probe(script, **environment):
-    """(TensorFlow started by the import, oneDNN on, malloc arenas, threads per op) as a fresh process running
-    `script` sees them."""
-    settings = ("TF_ENABLE_ONEDNN_OPTS", "MALLOC_ARENA_MAX", "TF_NUM_INTRAOP_THREADS")
-    env = {k: v for k, v in os.environ.items() if k not in settings}
+def _environment(**environment):
+    env = {k: v for k, v in os.environ.items() if k not in SETTINGS}
     env.update(environment, TF_CPP_MIN_LOG_LEVEL="2")
-    done = subprocess.run([sys.executable, "-c", script + REPORT, str(REPO)], env=env, capture_output=True,
-                          text=True)  # fmt: skip
+    return env
+
+
+def _probe(script, **environment):
+    """{"started": TensorFlow started by the import, "onednn": its oneDNN kernels on, and the environment's settings}
+    as a fresh process running `script` sees them."""
+    done = subprocess.run([sys.executable, "-c", script + REPORT, str(REPO)], env=_environment(**environment),
+                          capture_output=True, text=True)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
-    started, onednn, arenas, threads = done.stdout.split()[-4:]
-    return started == "True", onednn == "True", int(arenas), int(threads)
+    return json.loads(done.stdout.splitlines()[-1])
 
 
-def _has_training_settings(onednn, arenas, threads):
-    # TensorFlow's x86 wheels carry oneDNN; on other CPUs the variable may have no kernels to turn on.
-    onednn_expected = onednn or platform.machine().lower() not in ("x86_64", "amd64")
-    return onednn_expected and arenas == cpu_runtime.MALLOC_ARENAS and threads == cpu_runtime.intra_op_threads()
+def _has_training_settings(seen):
+    return (
+        (seen["onednn"] or not X86)
+        and seen.get("MALLOC_ARENA_MAX") == str(cpu_runtime.MALLOC_ARENAS)
+        and seen.get("TF_NUM_INTRAOP_THREADS") == str(cpu_runtime.intra_op_threads())
+        # A training process must not take its weights as frozen: it would keep convolving with the first step's.
+        and seen.get("TF_ONEDNN_ASSUME_FROZEN_WEIGHTS") is None
+    )
 
 
 def test_train_py_turns_on_onednn_and_limits_malloc_arenas_before_tensorflow_starts():
-    started, *settings = _probe(TRAIN_PROBE)
-    assert _has_training_settings(*settings)
+    seen = _probe(TRAIN_PROBE)
+    assert _has_training_settings(seen), seen
     # The data generator's spawned workers import train.py as their main module: importing it must not start
     # TensorFlow (seconds per worker), only running it.
-    assert not started
+    assert not seen["started"]
 
 
 def test_the_study_entry_point_trains_with_the_same_settings():
-    _, *settings = _probe(STUDY_PROBE)
-    assert _has_training_settings(*settings)
+    seen = _probe(MAIN_MODULE_PROBE % "mtha_tf.study")
+    assert _has_training_settings(seen), seen
+
+
+@pytest.mark.parametrize("module", ["mtha_tf.evaluate", "export.local_server"])
+def test_inference_entry_points_take_weights_as_frozen_and_keep_the_default_threads(module):
+    seen = _probe(MAIN_MODULE_PROBE % module)
+    assert seen["onednn"] or not X86, seen
+    assert seen.get("TF_ONEDNN_ASSUME_FROZEN_WEIGHTS") == "1", seen
+    assert seen.get("TF_NUM_INTRAOP_THREADS") is None and seen.get("MALLOC_ARENA_MAX") is None, seen
 
 
 def test_the_users_environment_wins():
-    _, onednn, arenas, threads = _probe(TRAIN_PROBE, TF_ENABLE_ONEDNN_OPTS="0", MALLOC_ARENA_MAX="6",
-                                        TF_NUM_INTRAOP_THREADS="3")  # fmt: skip
-    assert not onednn and arenas == 6 and threads == 3
+    seen = _probe(TRAIN_PROBE, TF_ENABLE_ONEDNN_OPTS="0", MALLOC_ARENA_MAX="6", TF_NUM_INTRAOP_THREADS="3")
+    assert not seen["onednn"] and seen.get("MALLOC_ARENA_MAX") == "6" and seen.get("TF_NUM_INTRAOP_THREADS") == "3"
+    seen = _probe(MAIN_MODULE_PROBE % "mtha_tf.evaluate", TF_ENABLE_ONEDNN_OPTS="0")
+    assert not seen["onednn"]
 
 
-def test_configuring_after_tensorflow_is_imported_is_an_error():
+def _outputs(tmp_path, name, **environment):
+    path = tmp_path / f"{name}.npz"
+    done = subprocess.run([sys.executable, "-c", OUTPUTS_PROBE, str(REPO), str(tmp_path / "weights.weights.h5"),
+                           str(path)], env=_environment(**environment), capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    return dict(np.load(path))
+
+
+def test_inference_settings_predict_what_tensorflows_defaults_predict(tmp_path):
+    reference = _outputs(tmp_path, "default", TF_ENABLE_ONEDNN_OPTS="0")
+    frozen = _outputs(tmp_path, "frozen", TF_ENABLE_ONEDNN_OPTS="1", TF_ONEDNN_ASSUME_FROZEN_WEIGHTS="1")
+    assert frozen.pop("onednn") or not X86
+    assert not reference.pop("onednn")
+    assert sorted(frozen) == sorted(reference)
+    for key, expected in reference.items():  # every batch size, the cached kernels included
+        scale = np.abs(expected).max()
+        np.testing.assert_allclose(frozen[key], expected, rtol=0, atol=1e-4 * scale, err_msg=key)
+
+
+@pytest.mark.parametrize("configure", [cpu_runtime.configure_for_training, cpu_runtime.configure_for_inference])
+def test_configuring_after_tensorflow_is_imported_is_an_error(configure):
     import tensorflow  # noqa: F401
 
     with pytest.raises(RuntimeError, match="before TensorFlow is imported"):
-        cpu_runtime.configure_before_tensorflow()
+        configure()
