@@ -211,13 +211,13 @@ def run_one(args):
 
         result = gemm_peak.measure(args.device, args.kind.split(","))
     elif args.framework == "tf":
-        if args.device == "cpu":  # as train.py trains, and as `python -m mtha_tf.evaluate` infers
+        if args.device == "cpu":  # as train.py trains, and as `python -m export.local_server` serves
             from mtha_tf import cpu_runtime
 
             if args.kind == "train":
                 cpu_runtime.configure_for_training()
             else:
-                cpu_runtime.configure_for_inference()
+                cpu_runtime.configure_for_serving()
         result = measure_tf(args, args.mode)
     else:
         result = measure_torch(args, args.mode)

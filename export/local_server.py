@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from mtha_tf import cpu_runtime
 
 if __name__ == "__main__":  # a server process only infers: oneDNN with frozen weights, before TensorFlow starts
-    cpu_runtime.configure_for_inference()
+    cpu_runtime.configure_for_serving()
 
 import grpc  # noqa: E402
 import numpy as np  # noqa: E402

@@ -1,7 +1,7 @@
 """Process settings for CPUs, applied by the entry points before TensorFlow is imported: one set for processes that
-train (train.py, `python -m mtha_tf.study`), one for processes that only infer (`python -m mtha_tf.evaluate`,
-`python -m export.local_server`). All are measured in docs/performance.md (2-core AMD EPYC, AVX2) and all yield to a
-value the user already set.
+train (train.py, `python -m mtha_tf.study`), one for processes that only serve a SavedModel (`python -m
+export.local_server`). All are measured in docs/performance.md (2-core AMD EPYC, AVX2) and all yield to a value the
+user already set.
 
 Training:
 
@@ -16,7 +16,20 @@ Training:
   threads (one per core), and by default each of them also asks for every core, so the cores are oversubscribed.
   The hourglass has several ops ready at most moments (four task streams, skip branches, weight gradients), and with
   two ops at a time on half the cores each, the `small` preset trained 1.15-1.48x faster and the paper's networks
-  1.04-1.08x on 2 cores. Measured on 2 cores only; `TF_NUM_INTRAOP_THREADS` overrides it.
+  1.04-1.08x on 2 cores. Measured on 2 cores only, and host-dependent (session 10's host trained pose2d alone
+  faster with TensorFlow's default); `TF_NUM_INTRAOP_THREADS` overrides it.
+
+Serving:
+- oneDNN kernels with the weights taken as frozen (`TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1`): each convolution then
+  reorders its kernel into oneDNN's blocked layout once, at the first call, instead of at every call. That per-call
+  reorder is most of why oneDNN alone served batch 1 at half Eigen's speed; without it batch 1 is level with Eigen and
+  batch 32 1.4-1.6x faster. Only where weights do not change after the first forward pass (a training process would
+  go on convolving with the first step's kernels) and every forward pass runs as a graph (a SavedModel's signatures,
+  a tf.function): eagerly, TensorFlow reuses one kernel object for every op of the same attributes, and the second of
+  two same-shaped convolutions then returns the first one's result. `python -m mtha_tf.evaluate` runs parts of its
+  model eagerly (the prediction grid) and keeps TensorFlow's defaults.
+- TensorFlow's default threads per op: a forward pass has fewer independent ops than a training step, and at batch 1
+  one op on all cores served 1.2-1.6x faster than half the cores each.
 """
 
 import ctypes
@@ -59,9 +72,9 @@ def configure_for_training():
     limit_malloc_arenas()
 
 
-def configure_for_inference():
+def configure_for_serving():
     """oneDNN kernels that reorder each (frozen) weight once; must run before the first `import tensorflow`, and only
-    in a process that does not change its weights after the first forward pass."""
-    _before_tensorflow("configure_for_inference")
+    in a process that runs its forward passes as graphs and never changes the weights after the first one."""
+    _before_tensorflow("configure_for_serving")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     os.environ.setdefault("TF_ONEDNN_ASSUME_FROZEN_WEIGHTS", "1")

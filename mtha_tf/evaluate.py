@@ -9,20 +9,15 @@ success_rates.png (paper Fig. 3) and predictions.png (input with skeleton, part 
 import json
 import os
 
-from mtha_tf import cpu_runtime
+import keras
+import numpy as np
+from absl import app, flags
 
-if __name__ == "__main__":  # `python -m mtha_tf.evaluate` only infers: oneDNN with frozen weights, before TF starts
-    cpu_runtime.configure_for_inference()
-
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-from absl import app, flags  # noqa: E402
-
-from mtha_tf import atomic_files, evaluation, report, visualize  # noqa: E402
-from mtha_tf import config as config_lib  # noqa: E402
-from mtha_tf.data.crop import transform_points  # noqa: E402
-from mtha_tf.model import build_model_for  # noqa: E402
-from mtha_tf.targets import make_codecs  # noqa: E402
+from mtha_tf import atomic_files, evaluation, report, visualize
+from mtha_tf import config as config_lib
+from mtha_tf.data.crop import transform_points
+from mtha_tf.model import build_model_for
+from mtha_tf.targets import make_codecs
 
 
 def load_trained(workdir):

@@ -1,5 +1,5 @@
 """The entry points' process settings: oneDNN kernels, the malloc arena limit and threads per op for training; oneDNN
-with frozen weights for inference; unless the user chose otherwise."""
+with frozen weights for serving; unless the user chose otherwise."""
 
 import json
 import os
@@ -39,8 +39,8 @@ sys.path.insert(0, sys.argv[1])
 runpy.run_module(%r, run_name="__main__")
 started = False
 """
-# A tiny two-task network's outputs at batch 1, then 3, then 1 again, in one traced function (as evaluation runs
-# it): the first call reorders and caches each kernel when the weights are taken as frozen.
+# A tiny two-task network's outputs at batch 1, then 3, then 1 again, in one traced function (as a SavedModel's
+# signature runs it): the first call reorders and caches each kernel when the weights are taken as frozen.
 OUTPUTS_PROBE = """
 import os, sys
 sys.path.insert(0, sys.argv[1])
@@ -97,18 +97,24 @@ def test_the_study_entry_point_trains_with_the_same_settings():
     assert _has_training_settings(seen), seen
 
 
-@pytest.mark.parametrize("module", ["mtha_tf.evaluate", "export.local_server"])
-def test_inference_entry_points_take_weights_as_frozen_and_keep_the_default_threads(module):
-    seen = _probe(MAIN_MODULE_PROBE % module)
+def test_the_serving_entry_point_takes_weights_as_frozen_and_keeps_the_default_threads():
+    seen = _probe(MAIN_MODULE_PROBE % "export.local_server")
     assert seen["onednn"] or not X86, seen
     assert seen.get("TF_ONEDNN_ASSUME_FROZEN_WEIGHTS") == "1", seen
     assert seen.get("TF_NUM_INTRAOP_THREADS") is None and seen.get("MALLOC_ARENA_MAX") is None, seen
 
 
+def test_evaluate_keeps_tensorflows_defaults():
+    # It runs parts of the model eagerly (the prediction grid), where frozen weights would be shared among
+    # same-shaped convolutions.
+    seen = _probe(MAIN_MODULE_PROBE % "mtha_tf.evaluate")
+    assert seen.get("TF_ONEDNN_ASSUME_FROZEN_WEIGHTS") is None and seen.get("TF_ENABLE_ONEDNN_OPTS") is None, seen
+
+
 def test_the_users_environment_wins():
     seen = _probe(TRAIN_PROBE, TF_ENABLE_ONEDNN_OPTS="0", MALLOC_ARENA_MAX="6", TF_NUM_INTRAOP_THREADS="3")
     assert not seen["onednn"] and seen.get("MALLOC_ARENA_MAX") == "6" and seen.get("TF_NUM_INTRAOP_THREADS") == "3"
-    seen = _probe(MAIN_MODULE_PROBE % "mtha_tf.evaluate", TF_ENABLE_ONEDNN_OPTS="0")
+    seen = _probe(MAIN_MODULE_PROBE % "export.local_server", TF_ENABLE_ONEDNN_OPTS="0")
     assert not seen["onednn"]
 
 
@@ -120,7 +126,7 @@ def _outputs(tmp_path, name, **environment):
     return dict(np.load(path))
 
 
-def test_inference_settings_predict_what_tensorflows_defaults_predict(tmp_path):
+def test_serving_settings_predict_what_tensorflows_defaults_predict(tmp_path):
     reference = _outputs(tmp_path, "default", TF_ENABLE_ONEDNN_OPTS="0")
     frozen = _outputs(tmp_path, "frozen", TF_ENABLE_ONEDNN_OPTS="1", TF_ONEDNN_ASSUME_FROZEN_WEIGHTS="1")
     assert frozen.pop("onednn") or not X86
@@ -131,7 +137,7 @@ def test_inference_settings_predict_what_tensorflows_defaults_predict(tmp_path):
         np.testing.assert_allclose(frozen[key], expected, rtol=0, atol=1e-4 * scale, err_msg=key)
 
 
-@pytest.mark.parametrize("configure", [cpu_runtime.configure_for_training, cpu_runtime.configure_for_inference])
+@pytest.mark.parametrize("configure", [cpu_runtime.configure_for_training, cpu_runtime.configure_for_serving])
 def test_configuring_after_tensorflow_is_imported_is_an_error(configure):
     import tensorflow  # noqa: F401
 
