@@ -4,7 +4,6 @@ export.local_server`). All are measured in docs/performance.md (2-core AMD EPYC,
 user already set.
 
 Training:
-
 - oneDNN kernels (`TF_ENABLE_ONEDNN_OPTS=1`): TensorFlow turns them on by default only on CPUs with AVX-512 VNNI,
   BF16 or AMX; on AVX2 CPUs it falls back to Eigen's convolutions, which train the hourglass 10-17 % slower.
   TensorFlow reads the variable once, when it is imported.

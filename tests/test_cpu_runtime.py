@@ -59,19 +59,21 @@ np.savez(sys.argv[3], onednn=_pywrap_util_port.IsMklEnabled(),
 """
 
 
-def _environment(**environment):
+def _run_python(script, *args, **environment):
+    """Standard output of a fresh Python process running `script` with the repository and `args` as its arguments,
+    in this environment without the settings under test plus `environment`."""
     env = {k: v for k, v in os.environ.items() if k not in SETTINGS}
     env.update(environment, TF_CPP_MIN_LOG_LEVEL="2")
-    return env
+    done = subprocess.run([sys.executable, "-c", script, str(REPO), *map(str, args)], env=env, capture_output=True,
+                          text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
 
 
 def _probe(script, **environment):
     """{"started": TensorFlow started by the import, "onednn": its oneDNN kernels on, and the environment's settings}
     as a fresh process running `script` sees them."""
-    done = subprocess.run([sys.executable, "-c", script + REPORT, str(REPO)], env=_environment(**environment),
-                          capture_output=True, text=True)  # fmt: skip
-    assert done.returncode == 0, done.stderr[-2000:]
-    return json.loads(done.stdout.splitlines()[-1])
+    return json.loads(_run_python(script + REPORT, **environment).splitlines()[-1])
 
 
 def _has_training_settings(seen):
@@ -120,9 +122,7 @@ def test_the_users_environment_wins():
 
 def _outputs(tmp_path, name, **environment):
     path = tmp_path / f"{name}.npz"
-    done = subprocess.run([sys.executable, "-c", OUTPUTS_PROBE, str(REPO), str(tmp_path / "weights.weights.h5"),
-                           str(path)], env=_environment(**environment), capture_output=True, text=True)  # fmt: skip
-    assert done.returncode == 0, done.stderr[-2000:]
+    _run_python(OUTPUTS_PROBE, tmp_path / "weights.weights.h5", path, **environment)
     return dict(np.load(path))
 
 
