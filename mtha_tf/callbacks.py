@@ -40,7 +40,7 @@ class EvaluationCallback(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.last_results, _ = evaluation.evaluate(
-            self.model, self.file_pattern, self.tasks, self.batch_size, self.input_size, self.max_batches, self.forward
+            self.forward, self.file_pattern, self.tasks, self.batch_size, self.input_size, self.max_batches
         )
         if logs is not None:
             logs.update(flatten_metrics(self.last_results))

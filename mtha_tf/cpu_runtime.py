@@ -1,7 +1,7 @@
 """Process settings for CPUs, applied by the entry points before TensorFlow is imported: one set for processes that
-train (train.py, `python -m mtha_tf.study`), one for processes that only serve a SavedModel (`python -m
-export.local_server`). All are measured in docs/performance.md (2-core AMD EPYC, AVX2) and all yield to a value the
-user already set.
+train (train.py, `python -m mtha_tf.study`), one for processes that only infer (`python -m export.local_server`,
+`python -m mtha_tf.evaluate`). All are measured in docs/performance.md (2-core AMD EPYC, AVX2) and all yield to a
+value the user already set.
 
 Training:
 - oneDNN kernels (`TF_ENABLE_ONEDNN_OPTS=1`): TensorFlow turns them on by default only on CPUs with AVX-512 VNNI,
@@ -25,8 +25,8 @@ Serving:
   batch 32 1.4-1.6x faster. Only where weights do not change after the first forward pass (a training process would
   go on convolving with the first step's kernels) and every forward pass runs as a graph (a SavedModel's signatures,
   a tf.function): eagerly, TensorFlow reuses one kernel object for every op of the same attributes, and the second of
-  two same-shaped convolutions then returns the first one's result. `python -m mtha_tf.evaluate` runs parts of its
-  model eagerly (the prediction grid) and keeps TensorFlow's defaults.
+  two same-shaped convolutions then returns the first one's result (`mtha_tf.evaluate` calls its model only through
+  `evaluation.forward_function`).
 - TensorFlow's default threads per op: a forward pass has fewer independent ops than a training step, and at batch 1
   one op on all cores served 1.2-1.6x faster than half the cores each.
 """

@@ -118,12 +118,12 @@ def forward_function(model):
     return tf.function(lambda images: model({"image": images}, training=False), reduce_retracing=True)
 
 
-def evaluate(model, file_pattern, trained_tasks, batch_size=8, input_size=256, max_batches=None, forward=None):
-    """Metrics of `model` on the shards matching `file_pattern`: (results dict, per-frame errors by task).
+def evaluate(forward, file_pattern, trained_tasks, batch_size=8, input_size=256, max_batches=None):
+    """Metrics of a model on the shards matching `file_pattern`: (results dict, per-frame errors by task).
 
-    `forward`: a cached `forward_function(model)` (callbacks keep one to avoid tracing at every epoch).
+    `forward`: the model's `forward_function`, kept by the caller so that it is traced once (the callbacks evaluate at
+    every epoch); the evaluation never calls the model eagerly (cpu_runtime: frozen weights).
     """
-    forward = forward or forward_function(model)
     trained_tasks = tasks.parse_tasks(trained_tasks)
     accumulator = _Accumulator(trained_tasks, input_size // 4)
     dataset = evaluation_dataset(file_pattern, trained_tasks, batch_size, input_size)

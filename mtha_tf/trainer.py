@@ -152,8 +152,8 @@ def train(config, workdir, verbose=1):
     forward = forward_function(model)
     untrained_path = os.path.join(workdir, "metrics_untrained.json")
     if chief and not os.path.exists(untrained_path):
-        untrained, _ = evaluate(model, val_pattern, task_names, config.eval_batch_size, config.input_size,
-                                config.eval_max_batches, forward)  # fmt: skip
+        untrained, _ = evaluate(forward, val_pattern, task_names, config.eval_batch_size, config.input_size,
+                                config.eval_max_batches)  # fmt: skip
         atomic_files.write_json(untrained_path, untrained)
 
     dataset = make_dataset(train_pattern, task_names, training=True, batch_size=config.batch_size,
@@ -183,8 +183,8 @@ def train(config, workdir, verbose=1):
 
     results = held_out.last_results  # the last epoch's evaluation is of the final weights
     if results is None:  # nothing left to train in this process (a finished run started again)
-        results, _ = evaluate(model, val_pattern, task_names, config.eval_batch_size, config.input_size,
-                              config.eval_max_batches, forward)  # fmt: skip
+        results, _ = evaluate(forward, val_pattern, task_names, config.eval_batch_size, config.input_size,
+                              config.eval_max_batches)  # fmt: skip
     with open(untrained_path) as f:
         untrained = json.load(f)
     summary = {

@@ -1,5 +1,5 @@
 """The entry points' process settings: oneDNN kernels, the malloc arena limit and threads per op for training; oneDNN
-with frozen weights for serving; unless the user chose otherwise."""
+with frozen weights for serving and evaluation; unless the user chose otherwise."""
 
 import json
 import os
@@ -99,18 +99,15 @@ def test_the_study_entry_point_trains_with_the_same_settings():
     assert _has_training_settings(seen), seen
 
 
-def test_the_serving_entry_point_takes_weights_as_frozen_and_keeps_the_default_threads():
-    seen = _probe(MAIN_MODULE_PROBE % "export.local_server")
+# Safe for these two because every forward pass they run is a graph's (a SavedModel's signatures; the evaluation's
+# one tf.function, for its metrics and its prediction grid): eagerly, frozen weights would be shared among
+# same-shaped convolutions. tests/test_train.py compares the evaluation command's metrics with the training process's.
+@pytest.mark.parametrize("module", ["export.local_server", "mtha_tf.evaluate"])
+def test_inference_entry_points_take_weights_as_frozen_and_keep_the_default_threads(module):
+    seen = _probe(MAIN_MODULE_PROBE % module)
     assert seen["onednn"] or not X86, seen
     assert seen.get("TF_ONEDNN_ASSUME_FROZEN_WEIGHTS") == "1", seen
     assert seen.get("TF_NUM_INTRAOP_THREADS") is None and seen.get("MALLOC_ARENA_MAX") is None, seen
-
-
-def test_evaluate_keeps_tensorflows_defaults():
-    # It runs parts of the model eagerly (the prediction grid), where frozen weights would be shared among
-    # same-shaped convolutions.
-    seen = _probe(MAIN_MODULE_PROBE % "mtha_tf.evaluate")
-    assert seen.get("TF_ONEDNN_ASSUME_FROZEN_WEIGHTS") is None and seen.get("TF_ENABLE_ONEDNN_OPTS") is None, seen
 
 
 def test_the_users_environment_wins():
