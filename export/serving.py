@@ -97,7 +97,11 @@ class ServingModule(tf.Module):
         # no Keras-specific functions, and one traced forward pass that every signature calls.
         self.network_weights = [weight.value for weight in network.weights]
         crops = tf.TensorSpec([None, input_size, input_size, 3], tf.float32)
-        self.forward = tf.function(lambda images: network({"image": images}, training=False), input_signature=[crops])
+        # AutoGraph off here and in the signatures: their control flow is explicit (tf.cond, tf.map_fn, Python ifs on
+        # static task names), and converting the Python of every function they call took ~1-2 s of each export.
+        self.forward = tf.function(
+            lambda images: network({"image": images}, training=False), input_signature=[crops], autograph=False
+        )
 
     # Pre-processing -----------------------------------------------------------------------------------------------
     def _crop(self, image, box):
@@ -161,21 +165,21 @@ class ServingModule(tf.Module):
         boxes = tf.TensorSpec([None, 4], tf.float32)
         uint8_images = tf.TensorSpec([None, None, None, 3], tf.uint8)
 
-        @tf.function(input_signature=[strings])
+        @tf.function(autograph=False, input_signature=[strings])
         def serving_default(image_bytes):
             zeros = tf.zeros_like(image_bytes, tf.float32)
             box = tf.zeros([tf.shape(image_bytes)[0], 4])
             return self._predict(decode_image, image_bytes, box, zeros, zeros)
 
-        @tf.function(input_signature=[strings, boxes, vector, vector])
+        @tf.function(autograph=False, input_signature=[strings, boxes, vector, vector])
         def with_box(image_bytes, box, focal_length, pelvis_depth):
             return self._predict(decode_image, image_bytes, box, focal_length, pelvis_depth)
 
-        @tf.function(input_signature=[uint8_images, boxes, vector, vector])
+        @tf.function(autograph=False, input_signature=[uint8_images, boxes, vector, vector])
         def with_box_uint8(images, box, focal_length, pelvis_depth):
             return self._predict(tf.identity, images, box, focal_length, pelvis_depth)
 
-        @tf.function(input_signature=[strings, boxes])
+        @tf.function(autograph=False, input_signature=[strings, boxes])
         def heatmaps(image_bytes, box):
             images, to_heatmap, _ = self._crop_all(decode_image, image_bytes, box)
             raw = dict(self.forward(images))

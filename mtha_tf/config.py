@@ -97,9 +97,10 @@ def make_config(preset="paper", **overrides):
     return config
 
 
-# Fields that change how a run executes, not what it trains: a finished or interrupted run is the same run under
-# other values (a study started before XLA became Keras' "auto" has `"jit_compile": false` in its configs).
-EXECUTION_FIELDS = ("jit_compile",)
+# Fields that change how a run executes or what it writes besides the model, not what it trains: a finished or
+# interrupted run is the same run under other values (a study started before XLA became Keras' "auto" has
+# `"jit_compile": false` in its configs).
+EXECUTION_FIELDS = ("jit_compile", "export")
 
 
 def training_differences(saved, config):

@@ -9,11 +9,13 @@ from mtha_tf import config as config_lib
 
 OVERRIDABLE = ("tasks", "num_stacks", "features", "input_size", "batch_size", "learning_rate", "epochs",
                "steps_per_epoch", "mixed_precision", "jit_compile", "seed", "data_dir",
-               "depth_background_weight", "lr_schedule")  # fmt: skip
+               "depth_background_weight", "lr_schedule", "export")  # fmt: skip
 _HELP = {"tasks": "Comma-separated subset of pose2d,segmentation,depth,pose3d.",
          "data_dir": "TFRecords from data_prep.surreal; unset = the embedded synthetic data.",
          "steps_per_epoch": "Batches per epoch (SURREAL's is 2000).",
          "jit_compile": "XLA for the train step; unset = Keras' auto: on with one GPU, off on CPUs and several GPUs.",
+         "export": "Export the final model as a SavedModel to <workdir>/export/1 (--noexport: a run that only needs "
+                   "its metrics).",
          }  # fmt: skip
 
 

@@ -67,8 +67,10 @@ def test_the_study_numbers_equal_evaluate_and_a_second_run_reuses_the_models(tin
     monkeypatch.setattr(trainer, "train", no_training)
     again = study.run_study("pose2d", "pose2d;pose2d,segmentation", config, str(study_dir))
     assert again["pose2d+segmentation"]["pose2d"]["pckh"] == results["pose2d+segmentation"]["pose2d"]["pckh"]
-    # XLA changes how a run executes, not what it trains: the same study under another --[no]jit_compile goes on.
-    study.run_study("pose2d", "pose2d", dataclasses.replace(config, jit_compile=not config.jit_compile), str(study_dir))
+    # XLA and the export change how a run executes, not what it trains: the same study under another --[no]jit_compile
+    # or --[no]export goes on.
+    executed_otherwise = dataclasses.replace(config, jit_compile=not config.jit_compile, export=not config.export)
+    study.run_study("pose2d", "pose2d", executed_otherwise, str(study_dir))
     with pytest.raises(ValueError, match=r"another configuration \(epochs: 1 -> 2\)"):
         changed = config_lib.make_config("tiny", epochs=2, steps_per_epoch=2, export=False)
         study.run_study("pose2d", "pose2d", changed, str(study_dir))

@@ -183,7 +183,7 @@ def test_two_workers_on_loopback_finish_with_identical_weights(tmp_path):
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="",
                    TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))  # fmt: skip
         command = [sys.executable, str(REPO / "train.py"), f"--workdir={workdir}", "--preset=tiny", "--epochs=1",
-                   "--steps_per_epoch=3", "--tasks=pose2d,depth"]  # fmt: skip
+                   "--steps_per_epoch=3", "--tasks=pose2d,depth", "--noexport"]  # fmt: skip
         log = open(tmp_path / f"worker{index}.log", "w")
         processes.append((subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT), log))
     for process, log in processes:
@@ -209,3 +209,4 @@ def test_two_workers_on_loopback_finish_with_identical_weights(tmp_path):
     trainable = sum(w.numpy().size for w in model.trainable_weights)
     assert sum(v.size for v in chief.values()) > model.count_params() + trainable, "weights and optimizer slots"
     assert (workdir / "metrics.json").exists() and not (workdir / "worker-1" / "metrics.json").exists()
+    assert not (workdir / "export").exists(), "--noexport"
