@@ -18,7 +18,7 @@ Training:
   1.04-1.08x on 2 cores. Measured on 2 cores only, and host-dependent (session 10's host trained pose2d alone
   faster with TensorFlow's default); `TF_NUM_INTRAOP_THREADS` overrides it.
 
-Serving:
+Inference (serving, evaluation):
 - oneDNN kernels with the weights taken as frozen (`TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1`): each convolution then
   reorders its kernel into oneDNN's blocked layout once, at the first call, instead of at every call. That per-call
   reorder is most of why oneDNN alone served batch 1 at half Eigen's speed; without it batch 1 is level with Eigen and

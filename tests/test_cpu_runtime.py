@@ -100,8 +100,8 @@ def test_the_study_entry_point_trains_with_the_same_settings():
 
 
 # Safe for these two because every forward pass they run is a graph's (a SavedModel's signatures; the evaluation's
-# one tf.function, for its metrics and its prediction grid): eagerly, frozen weights would be shared among
-# same-shaped convolutions. tests/test_train.py compares the evaluation command's metrics with the training process's.
+# one tf.function, which `evaluation.evaluate` and the prediction grid take instead of the model): eagerly, frozen
+# weights would be shared among same-shaped convolutions.
 @pytest.mark.parametrize("module", ["export.local_server", "mtha_tf.evaluate"])
 def test_inference_entry_points_take_weights_as_frozen_and_keep_the_default_threads(module):
     seen = _probe(MAIN_MODULE_PROBE % module)
