@@ -16,6 +16,8 @@ metres relative to the pelvis, in each image's frame (H, W: the largest image of
 each image's height and width).
 """
 
+import functools
+
 import keras
 import tensorflow as tf
 
@@ -29,6 +31,9 @@ MAX_IMAGE_SIDE = 8192  # larger claims are refused before decoding (a 20000 x 20
 DEFAULT_FOCAL_PX = float(surreal.INTRINSICS[0, 0])
 DEFAULT_PELVIS_DEPTH_M = 7.0
 _PNG_MAGIC, _JPEG_MAGIC = b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff"
+# The served functions' control flow is explicit (tf.cond, tf.map_fn, Python ifs on static task names): AutoGraph's
+# conversion of the Python of every function they call only cost time (~1-2 s of each export).
+_graph_function = functools.partial(tf.function, autograph=False)
 
 
 def _image_size(image_bytes):
@@ -97,10 +102,8 @@ class ServingModule(tf.Module):
         # no Keras-specific functions, and one traced forward pass that every signature calls.
         self.network_weights = [weight.value for weight in network.weights]
         crops = tf.TensorSpec([None, input_size, input_size, 3], tf.float32)
-        # AutoGraph off here and in the signatures: their control flow is explicit (tf.cond, tf.map_fn, Python ifs on
-        # static task names), and converting the Python of every function they call took ~1-2 s of each export.
-        self.forward = tf.function(
-            lambda images: network({"image": images}, training=False), input_signature=[crops], autograph=False
+        self.forward = _graph_function(
+            lambda images: network({"image": images}, training=False), input_signature=[crops]
         )
 
     # Pre-processing -----------------------------------------------------------------------------------------------
@@ -165,21 +168,21 @@ class ServingModule(tf.Module):
         boxes = tf.TensorSpec([None, 4], tf.float32)
         uint8_images = tf.TensorSpec([None, None, None, 3], tf.uint8)
 
-        @tf.function(autograph=False, input_signature=[strings])
+        @_graph_function(input_signature=[strings])
         def serving_default(image_bytes):
             zeros = tf.zeros_like(image_bytes, tf.float32)
             box = tf.zeros([tf.shape(image_bytes)[0], 4])
             return self._predict(decode_image, image_bytes, box, zeros, zeros)
 
-        @tf.function(autograph=False, input_signature=[strings, boxes, vector, vector])
+        @_graph_function(input_signature=[strings, boxes, vector, vector])
         def with_box(image_bytes, box, focal_length, pelvis_depth):
             return self._predict(decode_image, image_bytes, box, focal_length, pelvis_depth)
 
-        @tf.function(autograph=False, input_signature=[uint8_images, boxes, vector, vector])
+        @_graph_function(input_signature=[uint8_images, boxes, vector, vector])
         def with_box_uint8(images, box, focal_length, pelvis_depth):
             return self._predict(tf.identity, images, box, focal_length, pelvis_depth)
 
-        @tf.function(autograph=False, input_signature=[strings, boxes])
+        @_graph_function(input_signature=[strings, boxes])
         def heatmaps(image_bytes, box):
             images, to_heatmap, _ = self._crop_all(decode_image, image_bytes, box)
             raw = dict(self.forward(images))
