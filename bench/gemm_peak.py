@@ -4,7 +4,10 @@ A network can't run its convolutions faster than the machine multiplies large ma
 achieved FLOP/s as a share of this figure, measured in the same run (a machine's speed varies run to run).
 
 - CPU: fp32, the best of TensorFlow's and NumPy's BLAS at 2048^3 and 4096^3 (TensorFlow's Eigen matmul trails
-  OpenBLAS on some CPUs; the reference is the fastest GEMM, not one library's).
+  OpenBLAS on some CPUs; the reference is the fastest GEMM, not one library's). bf16 too where the CPU multiplies
+  bfloat16 natively (AVX512-BF16 or AMX: `native_bf16_cpu`), the best of TensorFlow's and PyTorch's oneDNN matmul
+  (on 2 cores of a Sapphire Rapids VM: ~1.5 TFLOP/s with AMX against ~0.3 in fp32); elsewhere bf16 is emulated and
+  has no peak worth a percentage.
 - GPU: fp32 as the frameworks run it by default (TensorFlow and PyTorch's cuDNN convolutions both use TF32 tensor
   cores on Ampere and later), fp16 and bf16, at 4096^3 and 8192^3, by the frameworks asked for. Measure one framework
   per process there: TensorFlow reserves nearly all of the GPU's memory when it starts, and a process that had
@@ -12,6 +15,7 @@ achieved FLOP/s as a share of this figure, measured in the same run (a machine's
 """
 
 import importlib.util
+import os
 import time
 
 import numpy as np
@@ -55,36 +59,52 @@ def _tensorflow_rates(precisions, sizes, repeats, device):
     return _best(rate_of, precisions, sizes)
 
 
-def _torch_rates(precisions, sizes, repeats):
+def _torch_rates(precisions, sizes, repeats, device):
     import torch
 
     torch.backends.cuda.matmul.allow_tf32 = True  # what cuDNN's convolutions use by default
     dtypes = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    on_gpu = device == "gpu"
+    if not on_gpu:
+        torch.set_num_threads(os.cpu_count())  # all cores, as the bench's PyTorch children
 
     def rate_of(precision, size):
-        a = torch.randn(size, size, device="cuda", dtype=dtypes[precision])
-        return _rate(lambda: a @ a, lambda _: torch.cuda.synchronize(), size, repeats)
+        a = torch.randn(size, size, device="cuda" if on_gpu else "cpu", dtype=dtypes[precision])
+        return _rate(lambda: a @ a, lambda _: torch.cuda.synchronize() if on_gpu else None, size, repeats)
 
     return _best(rate_of, precisions, sizes)
 
 
+def native_bf16_cpu():
+    """Whether this CPU multiplies bfloat16 in hardware (Linux: the avx512_bf16 or amx_bf16 flag)."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            flags = next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), [])
+    except OSError:  # not Linux: no flags to read
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def measure(device="cpu", frameworks=("tf", "torch"), repeats=5):
-    """{precision: {library: FLOP/s}} for those of `frameworks` installed (and NumPy on a CPU). On a CPU fp32 only: the
-    bench's bf16 rows are for CPUs with AVX512-BF16, whose bf16 reference is left unmeasured (elsewhere bf16 matmul is
-    emulated); PyTorch's CPU matmul is the same oneDNN/BLAS class as NumPy's and is not measured."""
+    """{precision: {library: FLOP/s}} for those of `frameworks` installed (and NumPy on a CPU). On a CPU, fp32 from
+    TensorFlow and NumPy (PyTorch's fp32 CPU matmul is the same oneDNN/BLAS class), and bf16 from TensorFlow and PyTorch
+    where the CPU has it natively."""
     has = {name: framework in frameworks and importlib.util.find_spec(name) is not None
            for name, framework in (("tensorflow", "tf"), ("torch", "torch"))}  # fmt: skip
     by_library = {}
     if device == "cpu":
         by_library["numpy"] = _numpy_rates((2048, 4096), repeats)
+        bf16 = ("bf16",) if native_bf16_cpu() else ()
         if has["tensorflow"]:
-            by_library["tensorflow"] = _tensorflow_rates(("fp32",), (2048, 4096), repeats, device)
+            by_library["tensorflow"] = _tensorflow_rates(("fp32", *bf16), (2048, 4096), repeats, device)
+        if has["torch"] and bf16:
+            by_library["torch"] = _torch_rates(bf16, (2048, 4096), repeats, device)
     else:
         precisions, sizes = ("fp32", "fp16", "bf16"), (4096, 8192)
         if has["tensorflow"]:
             by_library["tensorflow"] = _tensorflow_rates(precisions, sizes, 4 * repeats, device)
         if has["torch"]:
-            by_library["torch"] = _torch_rates(precisions, sizes, 4 * repeats)
+            by_library["torch"] = _torch_rates(precisions, sizes, 4 * repeats, device)
     peaks = {}
     for library, rates in by_library.items():
         for precision, rate in rates.items():

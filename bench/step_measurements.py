@@ -66,43 +66,58 @@ def random_targets(rng, args, names):
     return targets
 
 
-def measure_tf(args, mode):
+def compiled_tf_model(args, mode):
+    """The Keras model of `args` (tasks and shapes) compiled as train.py compiles it, in `mode`: a precision (fp32,
+    bf16: mixed_bfloat16, fp16: mixed_float16 with Keras' loss scaling), "+xla" for XLA; with Keras' own
+    BatchNormalization where `args.batch_norm` is "keras"."""
     import keras
-    import numpy as np
-    import tensorflow as tf
 
     from mtha_tf.config import make_config
-    from mtha_tf.model import output_name
     from mtha_tf.trainer import compile_model
 
-    if args.device == "gpu" and not tf.config.list_physical_devices("GPU"):
-        raise RuntimeError("--device=gpu, but TensorFlow sees no GPU (install tensorflow[and-cuda])")
     if args.batch_norm == "keras":  # the reference: Keras' layer where the model uses the fused one
         from mtha_tf.model import blocks
 
         blocks.FusedBatchNormalization = keras.layers.BatchNormalization
     precision, _, compiler = mode.partition("+")  # "fp16+xla": mixed_float16, the step compiled by XLA
-    xla = compiler == "xla"
-    # Keras wraps the optimizer in a LossScaleOptimizer under mixed_float16.
     keras.mixed_precision.set_global_policy(MIXED_POLICIES.get(precision, "float32"))
     config = make_config("paper", tasks=args.tasks, num_stacks=args.num_stacks, features=args.features,
-                         input_size=args.input_size, batch_size=args.batch_size, jit_compile=xla)  # fmt: skip
-    names = config.task_names()
-    model = compile_model(config)
+                         input_size=args.input_size, batch_size=args.batch_size,
+                         jit_compile=compiler == "xla")  # fmt: skip
+    return compile_model(config)
+
+
+def tf_training_step(args, model, rng):
+    """One optimizer step of `model` on random inputs and targets of the right shapes, as a call. train_on_batch
+    returns the losses as NumPy, so each call waits for the device."""
+    from mtha_tf import tasks
+    from mtha_tf.model import output_name
+
+    names = tasks.parse_tasks(args.tasks)
+    images = rng.normal(size=(args.batch_size, args.input_size, args.input_size, 3)).astype("float32")
+    per_task = random_targets(rng, args, names)
+    targets = {
+        output_name(task, stack, args.num_stacks): per_task[task] for task in names for stack in range(args.num_stacks)
+    }
+    return lambda: model.train_on_batch({"image": images}, targets)
+
+
+def measure_tf(args, mode):
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    if args.device == "gpu" and not tf.config.list_physical_devices("GPU"):
+        raise RuntimeError("--device=gpu, but TensorFlow sees no GPU (install tensorflow[and-cuda])")
+    model = compiled_tf_model(args, mode)
+    xla = mode.endswith("+xla")
     rng = np.random.default_rng(0)
     result = {"flops_per_image": conv_flops(model), "parameters": model.count_params()}
     on_gpu = args.device == "gpu"
     # Peak device memory counts from after the warm-up, as for PyTorch (autotuning tries large workspaces).
     reset_peak = (lambda: tf.config.experimental.reset_memory_stats("GPU:0")) if on_gpu else None
-    if args.kind == "train":  # train_on_batch returns the losses as NumPy: each step waits for the device
-        images = rng.normal(size=(args.batch_size, args.input_size, args.input_size, 3)).astype("float32")
-        per_task = random_targets(rng, args, names)
-        targets = {
-            output_name(task, stack, args.num_stacks): per_task[task]
-            for task in names
-            for stack in range(args.num_stacks)
-        }
-        seconds = _timed(lambda: model.train_on_batch({"image": images}, targets), args.steps, reset_peak)
+    if args.kind == "train":
+        seconds = _timed(tf_training_step(args, model, rng), args.steps, reset_peak)
         result["images_per_s"] = args.batch_size / seconds
         if on_gpu:
             result["peak_device_gib"] = tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**30
