@@ -6,8 +6,8 @@ achieved FLOP/s as a share of this figure, measured in the same run (a machine's
 - CPU: fp32, the best of TensorFlow's and NumPy's BLAS at 2048^3 and 4096^3 (TensorFlow's Eigen matmul trails
   OpenBLAS on some CPUs; the reference is the fastest GEMM, not one library's). bf16 too where the CPU multiplies
   bfloat16 natively (AVX512-BF16 or AMX: `native_bf16_cpu`), the best of TensorFlow's and PyTorch's oneDNN matmul
-  (on 2 cores of a Sapphire Rapids VM: ~1.5 TFLOP/s with AMX against ~0.3 in fp32); elsewhere bf16 is emulated and
-  has no peak worth a percentage.
+  (on 2 cores of a Sapphire Rapids VM: 1.4-1.9 TFLOP/s with AMX against 0.3-0.37 in fp32); elsewhere bf16 is
+  emulated and has no peak worth a percentage.
 - GPU: fp32 as the frameworks run it by default (TensorFlow and PyTorch's cuDNN convolutions both use TF32 tensor
   cores on Ampere and later), fp16 and bf16, at 4096^3 and 8192^3, by the frameworks asked for. Measure one framework
   per process there: TensorFlow reserves nearly all of the GPU's memory when it starts, and a process that had
