@@ -62,6 +62,9 @@ def test_streams_exchange_features_between_stacks():
 
 @pytest.mark.parametrize("task_names", [("pose2d", "depth"), ("segmentation", "pose3d")])
 def test_loss_falls_when_overfitting_one_batch(task_names):
+    # Seeded: unseeded, the initial weights came from whatever the worker's earlier tests left in the global generator,
+    # and one such start fell short of the bar in a full run (seeds 0-3 end at 0.34-0.54 of the first loss).
+    keras.utils.set_random_seed(0)
     model = _compiled(task_names, num_stacks=2, learning_rate=2e-3, run_eagerly=False)  # 15 steps: one trace pays
     inputs, targets = random_batch(task_names, 64, batch=2, seed=1)
     batch = tf.data.Dataset.from_tensors(losses.targets_per_output(task_names, 2)(inputs, targets))
