@@ -20,6 +20,8 @@ import sys
 import tempfile
 import time
 
+from step_measurements import add_shape_arguments  # beside this file, on sys.path when run as a script
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # The profiler's own events on the host plane (executor, function calls, annotations), not ops.
@@ -53,10 +55,7 @@ def main():
     parser.add_argument("--tasks", default="pose2d")
     parser.add_argument("--mode", default="fp32", help="fp32, bf16 (mixed_bfloat16) or fp16 (mixed_float16)")
     parser.add_argument("--steps", type=int, default=2, help="profiled steps, after a trace and a warm-up step")
-    parser.add_argument("--batch_size", type=int, default=5)
-    parser.add_argument("--input_size", type=int, default=256)
-    parser.add_argument("--features", type=int, default=256)
-    parser.add_argument("--num_stacks", type=int, default=2)
+    add_shape_arguments(parser)
     parser.add_argument("--top", type=int, default=25, help="op types listed, the costliest first")
     parser.add_argument("--logdir", help="where the trace is written (default: a temporary directory)")
     args = parser.parse_args()
@@ -69,7 +68,7 @@ def main():
     cpu_runtime.configure_for_training()  # as train.py trains (a no-op for what the environment already sets)
     import numpy as np
     import tensorflow as tf
-    from step_measurements import compiled_tf_model, tf_training_step  # beside this file
+    from step_measurements import compiled_tf_model, tf_training_step
 
     step = tf_training_step(args, compiled_tf_model(args, args.mode), np.random.default_rng(0))
     for _ in range(2):  # the trace, then one step that allocates what the later ones reuse

@@ -32,6 +32,8 @@ import statistics
 import subprocess
 import sys
 
+from step_measurements import add_shape_arguments  # beside this file, on sys.path when run as a script
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 NETWORKS = {"all": "pose2d,segmentation,depth,pose3d", "pose2d": "pose2d"}
 
@@ -110,10 +112,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", choices=("cpu", "gpu"))
     parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--batch_size", type=int, default=5)
-    parser.add_argument("--input_size", type=int, default=256)
-    parser.add_argument("--features", type=int, default=256)
-    parser.add_argument("--num_stacks", type=int, default=2)
+    add_shape_arguments(parser)
     parser.add_argument("--networks", default="all,pose2d")
     parser.add_argument(
         "--xla", default="pose2d", help="networks also trained with XLA, in each precision (4 tasks on a CPU: ~9 GB)"
@@ -142,7 +141,7 @@ def main():
     if args.rounds < 1:
         parser.error(f"--rounds must be at least 1, got {args.rounds}")
     if args.child:
-        from step_measurements import run_one  # beside this file, on sys.path when run as a script
+        from step_measurements import run_one
 
         return run_one(args)
 
