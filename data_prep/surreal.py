@@ -21,6 +21,7 @@ import time
 from absl import app, flags
 
 from data_prep import surreal_clip
+from mtha_tf import atomic_files
 
 _PARTS_DIR = "parts"
 
@@ -36,13 +37,6 @@ def plan_shards(input_dir, splits, clips_per_shard):
     return shards
 
 
-def _write_json(path, payload):
-    partial = path + ".partial"
-    with open(partial, "w") as f:
-        json.dump(payload, f, indent=1, sort_keys=True)
-    os.replace(partial, path)
-
-
 def convert_shard(job):
     """Converts one shard's clips; returns its record (also written to parts/<shard>.json)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -54,8 +48,7 @@ def convert_shard(job):
     record = {"split": split, "shard": shard, "clips": [], "failed": {}, "frames_written": 0, "frames_skipped": 0}
     start = time.perf_counter()
     final = os.path.join(output_dir, shard + ".tfrecord")
-    partial = final + ".partial"
-    with tf.io.TFRecordWriter(partial) as writer:
+    with atomic_files.replacing(final) as partial, tf.io.TFRecordWriter(partial) as writer:
         for clip in clips:
             try:
                 examples, skipped = clip_examples(clip, frame_stride)
@@ -68,9 +61,8 @@ def convert_shard(job):
             record["clips"].append(clip.name)
             record["frames_written"] += len(examples)
             record["frames_skipped"] += skipped
-    os.replace(partial, final)
     record["seconds"] = time.perf_counter() - start
-    _write_json(os.path.join(output_dir, _PARTS_DIR, shard + ".json"), record)
+    atomic_files.write_json(os.path.join(output_dir, _PARTS_DIR, shard + ".json"), record)
     return record
 
 
@@ -92,7 +84,7 @@ def write_manifest(output_dir, shards):
         entry["failed"].update(record["failed"])
         entry["frames_written"] += record["frames_written"]
         entry["frames_skipped"] += record["frames_skipped"]
-    _write_json(os.path.join(output_dir, "manifest.json"), manifest)
+    atomic_files.write_json(os.path.join(output_dir, "manifest.json"), manifest)
     return manifest
 
 

@@ -21,7 +21,7 @@ from absl import app, flags
 from scipy.spatial.transform import Rotation
 
 from data_prep import body_model, render
-from mtha_tf import surreal
+from mtha_tf import atomic_files, surreal
 
 _SPLIT_CODES = {"train": 1, "val": 2, "test": 3}
 # SMPL's frame (y up, z forward) -> SURREAL's world, where -Y is up (read off the real `_info.mat` files).
@@ -142,9 +142,7 @@ def write_clip(paths, seq, rgb, segm, depth, info):
         "depth": {f"depth_{t + 1}": depth[t] for t in range(num_frames)},
         "info": info,
     }
-    partial = {
-        kind: path.replace(".", ".partial.", 1) if kind == "mp4" else path + ".partial" for kind, path in paths.items()
-    }
+    partial = {kind: atomic_files.partial_path(path) for kind, path in paths.items()}
     write_mp4(partial["mp4"], rgb)
     for kind, table in tables.items():
         scipy.io.savemat(partial[kind], table, do_compression=True, appendmat=False)

@@ -1,14 +1,35 @@
 """Writes that never leave a half-written file: write under a temporary name, then rename (atomic on POSIX)."""
 
+import contextlib
 import json
 import os
 
 
+def partial_path(path):
+    """The temporary name `path` is written under: `dir/.partial.<name>`. It keeps the name's extensions (OpenCV,
+    matplotlib and Keras pick the format from them), and, hidden, it matches no reader's pattern (`train-*.tfrecord`,
+    `*.mp4`), so a run killed mid-write leaves nothing that is read as data."""
+    directory, name = os.path.split(path)
+    return os.path.join(directory, f".partial.{name}")
+
+
+@contextlib.contextmanager
+def replacing(path):
+    """`with replacing(path) as partial:` write `partial`; it becomes `path` when the block ends, and is removed if
+    the block raises, so `path` holds either its old content or the complete new one."""
+    partial = partial_path(path)
+    try:
+        yield partial
+        os.replace(partial, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(partial)
+        raise
+
+
 def write_text(path, text):
-    partial = path + ".partial"
-    with open(partial, "w") as f:
+    with replacing(path) as partial, open(partial, "w") as f:
         f.write(text)
-    os.replace(partial, path)
 
 
 def write_json(path, payload, **options):

@@ -49,8 +49,6 @@ def held_out_pattern(config, workdir, data_dir=None):
 
 def prediction_grid(forward, config, pattern, path, count=6):
     """Writes a PNG with one row per held-out frame; `forward`: the model's `evaluation.forward_function`."""
-    import cv2
-
     task_names = config.task_names()
     inputs, _ = next(iter(evaluation.evaluation_dataset(pattern, task_names, count, config.input_size)))
     outputs = forward(inputs["image"])
@@ -77,8 +75,7 @@ def prediction_grid(forward, config, pattern, path, count=6):
         if lifted is not None:
             row = np.concatenate([row, visualize.skeleton_3d(lifted[i], config.input_size)], axis=1)
         rows.append(row)
-    cv2.imwrite(path, np.concatenate(rows, axis=0)[..., ::-1])
-    return path
+    return visualize.write_image(path, np.concatenate(rows, axis=0))
 
 
 def evaluate_workdir(workdir, data_dir=None):

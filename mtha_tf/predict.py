@@ -55,8 +55,10 @@ def main(argv):
     box = [float(v) for v in values.box.split(",")] if values.box else None
     outputs = run_saved_model(values.saved_model, image_bytes, box)
     picture = draw(rgb[..., ::-1], outputs)
-    if not cv2.imwrite(values.out, picture[..., ::-1]):
-        raise SystemExit(f"error: could not write {values.out}")
+    try:
+        visualize.write_image(values.out, picture)
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"error: {error}") from None
     print(f"wrote {values.out}")
 
 

@@ -6,6 +6,8 @@ import os
 
 import numpy as np
 
+from mtha_tf import atomic_files
+
 # For each task: the per-part entry of the results, how it is named in the table, and whether higher is better.
 TABLES = {
     "pose2d": ("pckh_per_joint", "PCKh@0.5 (%)", True),
@@ -49,9 +51,8 @@ def write_tables(columns, out_dir, tasks):
         markdown = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         markdown += ["| " + " | ".join(row) + " |" for row in rows]
         md_path, csv_path = os.path.join(out_dir, f"{task}.md"), os.path.join(out_dir, f"{task}.csv")
-        with open(md_path, "w") as f:
-            f.write("\n".join(markdown) + "\n")
-        with open(csv_path, "w", newline="") as f:
+        atomic_files.write_text(md_path, "\n".join(markdown) + "\n")
+        with atomic_files.replacing(csv_path) as partial, open(partial, "w", newline="") as f:
             csv.writer(f).writerows([header, *[[r[0], *[c.rstrip("*") for c in r[1:]]] for r in rows]])
         paths += [md_path, csv_path]
     return paths
@@ -79,6 +80,7 @@ def plot_success_rates(per_frame_by_model, path):
         axis.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    with atomic_files.replacing(path) as partial:
+        figure.savefig(partial, dpi=100)
     plt.close(figure)
     return path

@@ -95,7 +95,8 @@ def plot_improvement(gains, title, unit, path):
     axis.set(title=title, ylabel=f"gain over the task alone\n{unit}, positive = better")
     axis.tick_params(axis="x", rotation=60)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    with atomic_files.replacing(path) as partial:
+        figure.savefig(partial, dpi=100)
     plt.close(figure)
     return path
 

@@ -196,7 +196,8 @@ def train(config, workdir, verbose=1):
         "held_out": val_pattern,
     }
     if chief:
-        model.save_weights(os.path.join(workdir, "final.weights.h5"))
+        with atomic_files.replacing(os.path.join(workdir, "final.weights.h5")) as partial:
+            model.save_weights(partial)
         if config.export:
             summary["export"] = export_final(workdir)
         atomic_files.write_json(os.path.join(workdir, "metrics.json"), summary)  # written last: it marks a finished run

@@ -3,7 +3,7 @@
 import cv2
 import numpy as np
 
-from mtha_tf import surreal
+from mtha_tf import atomic_files, surreal
 
 SKELETON = ((0, 1), (1, 2), (2, 6), (6, 3), (3, 4), (4, 5), (6, 7), (7, 8), (8, 9), (10, 11), (11, 12), (12, 7),
             (7, 13), (13, 14), (14, 15))  # fmt: skip
@@ -12,6 +12,18 @@ PART_COLOURS = np.array(
     [[0, 0, 0], [255, 220, 120], [70, 110, 200], [230, 60, 60], [240, 130, 40], [250, 200, 60], [60, 180, 75],
      [40, 200, 170], [150, 230, 90], [200, 40, 140], [170, 60, 220], [255, 120, 200], [40, 120, 255],
      [100, 200, 255], [180, 180, 255]], np.uint8)  # fmt: skip
+
+
+def write_image(path, rgb):
+    """Writes an RGB uint8 picture, in the format its extension names, under a temporary name, then renames it."""
+    with atomic_files.replacing(path) as partial:
+        try:
+            written = cv2.imwrite(partial, np.ascontiguousarray(rgb[..., ::-1]))
+        except cv2.error as error:  # no encoder for the extension
+            raise ValueError(f"{path}: expected an image file name OpenCV can write (.png, .jpg, ...)") from error
+        if not written:
+            raise OSError(f"{path}: could not be written (does its folder exist?)")
+    return path
 
 
 def denormalise(image):

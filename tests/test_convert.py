@@ -1,6 +1,7 @@
 """SURREAL -> TFRecord: round trip through `parse_example`, real `_info.mat` files, sharding, resume, bad input."""
 
 import json
+import pathlib
 import shutil
 import subprocess
 import sys
@@ -13,7 +14,7 @@ import tensorflow as tf
 
 from data_prep import surreal as converter
 from data_prep import synthetic
-from mtha_tf import surreal
+from mtha_tf import atomic_files, surreal
 from mtha_tf.data.schema import parse_example
 
 
@@ -91,14 +92,17 @@ def test_resume_skips_finished_shards_and_tasks_partition_the_work(synthetic_roo
                                     task_index=0, num_tasks=2, progress=False)  # fmt: skip
     assert not first["complete"] and [r["shard"] for r in done] == ["train-00000-of-00003", "train-00002-of-00003"]
     mtime = (tmp_path / "train-00000-of-00003.tfrecord").stat().st_mtime_ns
-    (tmp_path / "train-00001-of-00003.tfrecord.partial").write_bytes(b"left by a killed run")
+    leftover = atomic_files.partial_path(str(tmp_path / "train-00001-of-00003.tfrecord"))
+    pathlib.Path(leftover).write_bytes(b"left by a killed run: not a TFRecord")
+    # Readers see the finished shards only (the half-written one would fail to parse).
+    assert len(_records(tmp_path, "train")) == sum(record["frames_written"] for record in done)
     second, done = converter.convert(str(synthetic_root), str(tmp_path), ["train"], clips_per_shard=1,
                                      task_index=1, num_tasks=2, progress=False)  # fmt: skip
     assert second["complete"] and [r["shard"] for r in done] == ["train-00001-of-00003"]
     third, done = converter.convert(str(synthetic_root), str(tmp_path), ["train"], clips_per_shard=1, progress=False)
     assert done == [] and third == second
     assert (tmp_path / "train-00000-of-00003.tfrecord").stat().st_mtime_ns == mtime
-    assert not list(tmp_path.glob("*.partial")) and len(_records(tmp_path, "train")) == 18
+    assert not list(tmp_path.rglob("*partial*")) and len(_records(tmp_path, "train")) == 18
 
 
 def _break_truncated_mat(base):

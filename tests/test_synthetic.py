@@ -65,9 +65,10 @@ def test_image_segmentation_and_depth_agree_pixel_for_pixel():
         assert camera[t, 0, 2] - 0.35 < surface < camera[t, 0, 2], "the visible surface is in front of the joint"
 
 
-def test_video_frames_match_rendered_frames(tmp_path):
+def test_video_frames_match_rendered_frames(tmp_path, monkeypatch):
     rgb, segm, depth, info = synthetic.generate_clip(np.random.default_rng(5), 4)
-    paths = synthetic.clip_paths(str(tmp_path), "train", "99_01")
+    monkeypatch.chdir(tmp_path)  # a relative folder with dots, as `--output_dir=./clips.v2` gives
+    paths = synthetic.clip_paths("./clips.v2", "train", "99_01")
     synthetic.write_clip(paths, "99_01", rgb, segm, depth, info)
     capture = cv2.VideoCapture(paths["mp4"])
     for t in range(4):
