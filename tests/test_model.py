@@ -62,15 +62,17 @@ def test_streams_exchange_features_between_stacks():
 
 @pytest.mark.parametrize("task_names", [("pose2d", "depth"), ("segmentation", "pose3d")])
 def test_loss_falls_when_overfitting_one_batch(task_names):
-    # Seeded: unseeded, the initial weights came from whatever the worker's earlier tests left in the global generator,
-    # and one such start fell short of the bar in a full run (seeds 0-3 end at 0.34-0.54 of the first loss).
+    # Seeded (the initial weights would otherwise come from the worker's earlier tests), and judged on the median of
+    # the last five steps: single steps spike on a batch of 2 (RMSprop, batch norm), and oneDNN's threaded kernels
+    # move the spikes from run to run even with one seed. A full run failed on a spike at the last of 15 steps (0.70
+    # of the first loss); over seeds 0-3 the median of steps 16-20 lies at 0.32-0.55 of it.
     keras.utils.set_random_seed(0)
-    model = _compiled(task_names, num_stacks=2, learning_rate=2e-3, run_eagerly=False)  # 15 steps: one trace pays
+    model = _compiled(task_names, num_stacks=2, learning_rate=2e-3, run_eagerly=False)  # 20 steps: one trace pays
     inputs, targets = random_batch(task_names, 64, batch=2, seed=1)
     batch = tf.data.Dataset.from_tensors(losses.targets_per_output(task_names, 2)(inputs, targets))
     trainer.build_before_fit(model, tf.distribute.get_strategy(), batch)
-    history = model.fit(batch.repeat(), epochs=15, steps_per_epoch=1, verbose=0).history["loss"]
-    assert history[-1] < 0.7 * history[0], history
+    history = model.fit(batch.repeat(), epochs=20, steps_per_epoch=1, verbose=0).history["loss"]
+    assert np.median(history[-5:]) < 0.7 * history[0], history
 
 
 def test_losses_are_the_papers():
