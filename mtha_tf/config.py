@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import os
 
 from mtha_tf import atomic_files
 from mtha_tf import tasks as task_table
@@ -109,6 +110,15 @@ def training_differences(saved, config):
     names = [f.name for f in dataclasses.fields(Config) if f.name not in EXECUTION_FIELDS]
     return [f"{name}: {getattr(saved, name)!r} -> {getattr(config, name)!r}"
             for name in names if getattr(saved, name) != getattr(config, name)]  # fmt: skip
+
+
+def differing_run(path, config):
+    """Why the work dir whose config.json is at `path` does not hold a run of `config` (its checkpoints and weights
+    are of another network or training); "" when it does, or when there is no config.json yet."""
+    if not os.path.exists(path):
+        return ""
+    differences = training_differences(load(path), config)
+    return f"{path} describes another configuration ({'; '.join(differences)})" if differences else ""
 
 
 def save(config, path):

@@ -53,12 +53,8 @@ def _shared_data_dir(config, study_dir):
 
 def train_combination(config, workdir):
     """Trains unless `workdir` already holds a finished run of the same config (an unfinished one resumes)."""
-    config_path = os.path.join(workdir, "config.json")
-    saved = config_lib.load(config_path) if os.path.exists(config_path) else config
-    differences = config_lib.training_differences(saved, config)
-    if differences:
-        raise ValueError(f"{config_path} describes another configuration ({'; '.join(differences)}); use a new "
-                         "--study_dir for this one")  # fmt: skip
+    if why := config_lib.differing_run(os.path.join(workdir, "config.json"), config):
+        raise ValueError(f"{why}; use a new --study_dir for this one")
     if not os.path.exists(os.path.join(workdir, "metrics.json")):
         trainer.train(config, workdir)
 

@@ -16,7 +16,8 @@ from mtha_tf.model import build_model_for
 
 
 class TrainingFailed(RuntimeError):
-    """Training stopped early (a non-finite loss); the message says why."""
+    """Training could not start (the work dir holds another run) or stopped early (a non-finite loss); the message
+    says why."""
 
 
 def make_strategy():
@@ -132,6 +133,10 @@ def export_final(workdir):
 
 def train(config, workdir, verbose=1):
     """Trains (or resumes) in `workdir`; returns the metrics written to `workdir/metrics.json`."""
+    # Checked before anything is written: resuming another run's checkpoints fails on the first mismatched variable,
+    # after config.json has been overwritten with a configuration its weights are not of.
+    if why := config_lib.differing_run(os.path.join(workdir, "config.json"), config):
+        raise TrainingFailed(f"{why}; use another --workdir, or delete this one to start over")
     os.makedirs(workdir, exist_ok=True)
     chief = is_chief()
     if chief:

@@ -63,6 +63,18 @@ def test_a_killed_run_resumes_from_its_last_epoch(killed_and_resumed):
     assert iterations and reader.get_tensor(iterations[0]) == 3 * 2, "optimizer state carried across the kill"
 
 
+def test_a_work_dir_of_another_configuration_is_refused_untouched(killed_and_resumed):
+    workdir, _, _ = killed_and_resumed
+    before = {name: (workdir / name).read_bytes() for name in ("config.json", "metrics.json")}
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    other = subprocess.run(_train_command(workdir, "--tasks=pose2d"), cwd=REPO, env=env, capture_output=True,
+                           text=True, timeout=300)  # fmt: skip
+    assert other.returncode == 1, other.stdout[-3000:] + other.stderr[-3000:]
+    assert f"error: {workdir / 'config.json'} describes another configuration (tasks: " in other.stderr
+    assert "-> 'pose2d'); use another --workdir" in other.stderr
+    assert {name: (workdir / name).read_bytes() for name in before} == before
+
+
 def test_the_work_dir_holds_everything_a_run_makes(killed_and_resumed):
     workdir, _, second = killed_and_resumed
     config = config_lib.load(str(workdir / "config.json"))
