@@ -20,6 +20,16 @@ class ServingError(RuntimeError):
     """The server refused the request; the message is the server's."""
 
 
+def is_box(text):
+    """Whether a --box flag's value is a box: None (the whole image) or four numbers "x0,y0,x1,y1"."""
+    if text is None:
+        return True
+    try:
+        return len([float(v) for v in text.split(",")]) == 4
+    except ValueError:
+        return False
+
+
 def _signature_inputs(images, box, focal_length, pelvis_depth):
     count = len(images)
     if box is None and focal_length is None and pelvis_depth is None:
@@ -51,6 +61,8 @@ class RestClient:
                 rows = json.loads(response.read())["predictions"]
         except urllib.error.HTTPError as error:
             raise ServingError(f"HTTP {error.code}: {json.loads(error.read()).get('error', '')}") from None
+        except urllib.error.URLError as error:  # nothing answered: refused, unknown host, timed out
+            raise ServingError(f"{self.url}: {error.reason}") from None
         return {name: np.array([row[name] for row in rows]) for name in rows[0]}
 
 
@@ -121,5 +133,6 @@ if __name__ == "__main__":
     flags.DEFINE_enum("protocol", "grpc", ["grpc", "rest"], "Which TF Serving API to call.")
     flags.DEFINE_multi_string("image", None, "JPEG or PNG file(s).", required=True)
     flags.DEFINE_string("box", None, "x0,y0,x1,y1 person box in pixels (default: the whole image).")
+    flags.register_validator("box", is_box, "expected four numbers, x0,y0,x1,y1")
     flags.DEFINE_string("model_name", "mtha", "The served model's name.")
     app.run(main)

@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
+from export.client import is_box
 from mtha_tf import visualize
 
 
@@ -67,4 +68,5 @@ if __name__ == "__main__":
     flags.DEFINE_string("image", None, "A JPEG or PNG file.", required=True)
     flags.DEFINE_string("out", "prediction.png", "Where to write the picture.")
     flags.DEFINE_string("box", None, "x0,y0,x1,y1 person box in pixels (default: the whole image).")
+    flags.register_validator("box", is_box, "expected four numbers, x0,y0,x1,y1")
     app.run(main)

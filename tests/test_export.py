@@ -1,6 +1,7 @@
 """The SavedModel for TF Serving: round trip in a fresh process, layout, bad input, clients, warmup, predict CLI."""
 
 import json
+import socket
 import subprocess
 import sys
 
@@ -222,3 +223,17 @@ def test_client_and_predict_commands(exported, servers, tmp_path, real_fixtures)
                     f"--out={out}"], check=True, capture_output=True)  # fmt: skip
     picture = cv2.imread(str(out))
     assert picture.shape == (256, 4 * 256, 3), "image + skeleton, parts, depth, 3D side view"
+
+
+def test_the_client_names_what_it_could_not_do(tmp_path):
+    image = tmp_path / "person.png"
+    cv2.imwrite(str(image), np.zeros((8, 8, 3), np.uint8))
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "export.client", f"--image={image}", "--protocol=rest"]
+    refused = subprocess.run([*command, f"--server=127.0.0.1:{port}"], capture_output=True, text=True)
+    assert refused.returncode == 1
+    assert f"error: http://127.0.0.1:{port}/v1/models/mtha:predict: " in refused.stderr, refused.stderr[-2000:]
+    bad_box = subprocess.run([*command, "--box=10,20,30"], capture_output=True, text=True)
+    assert bad_box.returncode != 0 and "--box" in bad_box.stderr and "expected four numbers" in bad_box.stderr
