@@ -101,7 +101,9 @@ class GrpcClient:
 def summary(outputs):
     """JSON-ready: joints and their scores in full, maps as their shapes (they can be large)."""
     keep = ("joints2d", "joints2d_score", "joints3d", "image_size")
-    result = {name: np.round(value, 2).tolist() for name, value in outputs.items() if name in keep}
+    # Rounded as float64: float32 values (gRPC) would print as 1.5399999618530273.
+    result = {name: (np.round(value.astype(np.float64), 2) if value.dtype.kind == "f" else value).tolist()
+              for name, value in outputs.items() if name in keep}  # fmt: skip
     result.update({name: {"shape": list(value.shape)} for name, value in outputs.items() if name not in keep})
     return result
 

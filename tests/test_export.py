@@ -218,6 +218,8 @@ def test_client_and_predict_commands(exported, servers, tmp_path, real_fixtures)
                            check=True, capture_output=True, text=True).stdout  # fmt: skip
     summary = json.loads(shown.strip().splitlines()[-1])
     assert np.array(summary["joints2d"]).shape == (1, 16, 2) and summary["segmentation"]["shape"] == [1, 256, 256]
+    scores = np.array(summary["joints2d_score"])
+    np.testing.assert_array_equal(scores, np.round(scores, 2))  # printed to 2 decimals, not as float32's digits
     out = tmp_path / "viz.png"
     subprocess.run([sys.executable, "-m", "mtha_tf.predict", f"--saved_model={exported[1]}", f"--image={image}",
                     f"--out={out}"], check=True, capture_output=True)  # fmt: skip
