@@ -14,6 +14,7 @@ import dataclasses
 import itertools
 import math
 import os
+import sys
 
 from mtha_tf import cpu_runtime
 
@@ -54,7 +55,7 @@ def _shared_data_dir(config, study_dir):
 def train_combination(config, workdir):
     """Trains unless `workdir` already holds a finished run of the same config (an unfinished one resumes)."""
     if why := config_lib.differing_run(os.path.join(workdir, "config.json"), config):
-        raise ValueError(f"{why}; use a new --study_dir for this one")
+        raise trainer.TrainingFailed(f"{why}; use a new --study_dir for this one")
     if not os.path.exists(os.path.join(workdir, "metrics.json")):
         trainer.train(config, workdir)
 
@@ -131,10 +132,15 @@ def main(argv):
 
     values = flags.FLAGS
     config = config_from_flags(tasks=values.target_task)
-    results = run_study(values.target_task, values.combinations, config, values.study_dir)
+    try:
+        results = run_study(values.target_task, values.combinations, config, values.study_dir)
+    except trainer.TrainingFailed as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     key = report.SUMMARY[values.target_task]
     for name, result in results.items():
         print(f"{name:40s} {values.target_task} {key}: {result[values.target_task][key]:.2f}")
+    return 0
 
 
 if __name__ == "__main__":

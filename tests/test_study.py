@@ -71,6 +71,6 @@ def test_the_study_numbers_equal_evaluate_and_a_second_run_reuses_the_models(tin
     # or --[no]export goes on.
     executed_otherwise = dataclasses.replace(config, jit_compile=not config.jit_compile, export=not config.export)
     study.run_study("pose2d", "pose2d", executed_otherwise, str(study_dir))
-    with pytest.raises(ValueError, match=r"another configuration \(epochs: 1 -> 2\)"):
+    with pytest.raises(trainer.TrainingFailed, match=r"another configuration \(epochs: 1 -> 2\)"):
         changed = config_lib.make_config("tiny", epochs=2, steps_per_epoch=2, export=False)
         study.run_study("pose2d", "pose2d", changed, str(study_dir))
