@@ -10,6 +10,7 @@ written under a temporary name and renamed when complete, so a running server ne
 
 import os
 import shutil
+import sys
 
 import cv2
 import numpy as np
@@ -84,8 +85,13 @@ def export_workdir(workdir, export_dir, version=None, model_name="mtha"):
 def main(argv):
     del argv
     values = flags.FLAGS
-    path = export_workdir(values.workdir, values.export_dir, values.version, values.model_name)
+    try:
+        path = export_workdir(values.workdir, values.export_dir, values.version, values.model_name)
+    except (FileNotFoundError, FileExistsError) as error:  # no finished run; a version already there
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     print(f"exported {path}")
+    return 0
 
 
 if __name__ == "__main__":

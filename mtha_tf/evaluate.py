@@ -8,6 +8,7 @@ success_rates.png (paper Fig. 3) and predictions.png (input with skeleton, part 
 
 import json
 import os
+import sys
 
 from mtha_tf import cpu_runtime
 
@@ -27,7 +28,10 @@ from mtha_tf.targets import make_codecs  # noqa: E402
 
 def load_trained(workdir):
     """(config, model with the work dir's final weights)."""
-    config = config_lib.load(os.path.join(workdir, "config.json"))
+    config_path = os.path.join(workdir, "config.json")
+    if not os.path.exists(config_path):
+        raise FileNotFoundError(f"{config_path}: not found; expected a train.py work dir")
+    config = config_lib.load(config_path)
     weights = os.path.join(workdir, "final.weights.h5")
     if not os.path.exists(weights):
         raise FileNotFoundError(f"{weights}: no final weights; has training in {workdir} finished?")
@@ -102,8 +106,13 @@ def define_flags():
 
 def main(argv):
     del argv
-    results, _ = evaluate_workdir(flags.FLAGS.workdir, flags.FLAGS.data_dir)
+    try:
+        results, _ = evaluate_workdir(flags.FLAGS.workdir, flags.FLAGS.data_dir)
+    except FileNotFoundError as error:  # no run, an unfinished one, no held-out shards: the message names the path
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     print(json.dumps(evaluation.headline(results), indent=1))
+    return 0
 
 
 if __name__ == "__main__":

@@ -186,6 +186,18 @@ def _free_ports(count):
     return ports
 
 
+def test_evaluate_names_a_folder_that_is_not_a_finished_run(tmp_path):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    command = [sys.executable, "-m", "mtha_tf.evaluate", f"--workdir={tmp_path}"]
+    empty = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert empty.returncode == 1
+    assert f"error: {tmp_path / 'config.json'}: not found; expected a train.py work dir" in empty.stderr
+    config_lib.save(config_lib.make_config("tiny"), str(tmp_path / "config.json"))  # started, never finished
+    unfinished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert unfinished.returncode == 1
+    assert f"error: {tmp_path / 'final.weights.h5'}: no final weights" in unfinished.stderr
+
+
 def test_two_workers_on_loopback_finish_with_identical_weights(tmp_path):
     """MultiWorkerMirroredStrategy through TF_CONFIG: two local processes train a few synchronised steps."""
     cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
