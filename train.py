@@ -22,11 +22,12 @@ def main(argv):
     del argv
     # Imported here, not above: the data generator's spawned workers import this file as their main module, and
     # should not each pay for starting TensorFlow.
+    from mtha_tf.data.pipeline import CorruptRecordError
     from mtha_tf.trainer import TrainingFailed, train
 
     try:
         summary = train(config_from_flags(), flags.FLAGS.workdir)
-    except TrainingFailed as error:
+    except (TrainingFailed, FileNotFoundError, CorruptRecordError) as error:  # each message names what and where
         print(f"error: {error}", file=sys.stderr)
         return 1
     for state in ("untrained", "trained"):

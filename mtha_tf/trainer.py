@@ -9,7 +9,7 @@ import tensorflow as tf
 from mtha_tf import atomic_files, losses
 from mtha_tf import config as config_lib
 from mtha_tf.callbacks import EvaluationCallback, PredictionImages, TerminateOnNaN
-from mtha_tf.data.pipeline import make_dataset, naming_corrupt_files
+from mtha_tf.data.pipeline import list_files, make_dataset, naming_corrupt_files
 from mtha_tf.evaluation import evaluate, forward_function, headline
 from mtha_tf.fused_rmsprop import FusedRMSprop
 from mtha_tf.model import build_model_for
@@ -137,6 +137,9 @@ def train(config, workdir, verbose=1):
     # after config.json has been overwritten with a configuration its weights are not of.
     if why := config_lib.differing_run(os.path.join(workdir, "config.json"), config):
         raise TrainingFailed(f"{why}; use another --workdir, or delete this one to start over")
+    if config.data_dir:  # shards missing: an error now, before config.json would make the corrected command "another"
+        for pattern in data_patterns(config, workdir):
+            list_files(pattern)
     os.makedirs(workdir, exist_ok=True)
     chief = is_chief()
     if chief:

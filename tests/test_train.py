@@ -186,6 +186,13 @@ def _free_ports(count):
     return ports
 
 
+def test_a_data_dir_without_shards_fails_before_the_work_dir_is_written(tmp_path):
+    config = config_lib.make_config("tiny", data_dir=str(tmp_path / "typo"))
+    with pytest.raises(FileNotFoundError, match=r"no TFRecord shards match .*typo/train-\*\.tfrecord"):
+        trainer.train(config, str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists(), "no config.json that would refuse the corrected command"
+
+
 def test_evaluate_names_a_folder_that_is_not_a_finished_run(tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     command = [sys.executable, "-m", "mtha_tf.evaluate", f"--workdir={tmp_path}"]
