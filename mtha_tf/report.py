@@ -58,14 +58,29 @@ def write_tables(columns, out_dir, tasks):
     return paths
 
 
-def plot_success_rates(per_frame_by_model, path):
-    """One panel per task: fraction of frames whose error is under each threshold, one curve per model."""
+def pyplot():
+    """matplotlib's pyplot drawing off-screen (no display on servers), imported only where a plot is made."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def save_figure(figure, path):
+    """Writes `figure` as a PNG under a temporary name, renames it when complete and frees the figure."""
+    with atomic_files.replacing(path) as partial:
+        figure.savefig(partial, dpi=100)
+    pyplot().close(figure)
+    return path
+
+
+def plot_success_rates(per_frame_by_model, path):
+    """One panel per task: fraction of frames whose error is under each threshold, one curve per model."""
     from mtha_tf import metrics
+
+    plt = pyplot()
 
     tasks = [t for t in THRESHOLDS if any(t in errors for errors in per_frame_by_model.values())]
     figure, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 3.5), squeeze=False)
@@ -80,7 +95,4 @@ def plot_success_rates(per_frame_by_model, path):
         axis.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     figure.tight_layout()
-    with atomic_files.replacing(path) as partial:
-        figure.savefig(partial, dpi=100)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)

@@ -79,11 +79,7 @@ def best_multi_task(results, target_task):
 
 
 def plot_improvement(gains, title, unit, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = report.pyplot()
     parts = list(gains)
     values = [0.0 if math.isnan(gains[p]) else gains[p] for p in parts]
     figure, axis = plt.subplots(figsize=(max(6, 0.5 * len(parts)), 3.5))
@@ -92,10 +88,7 @@ def plot_improvement(gains, title, unit, path):
     axis.set(title=title, ylabel=f"gain over the task alone\n{unit}, positive = better")
     axis.tick_params(axis="x", rotation=60)
     figure.tight_layout()
-    with atomic_files.replacing(path) as partial:
-        figure.savefig(partial, dpi=100)
-    plt.close(figure)
-    return path
+    return report.save_figure(figure, path)
 
 
 def run_study(target_task, which, base_config, study_dir):
