@@ -139,11 +139,15 @@ def define_flags():
     flags.DEFINE_string("input_dir", None, "SURREAL root (holds cmu/).", required=True)
     flags.DEFINE_string("output_dir", None, "Where shards and manifest.json go.", required=True)
     flags.DEFINE_list("splits", ["train", "val", "test"], "Splits to convert.")
-    flags.DEFINE_integer("frame_stride", 1, "Keep frames t with t % frame_stride == 0.")
-    flags.DEFINE_integer("num_workers", os.cpu_count() or 1, "Parallel processes.")
-    flags.DEFINE_integer("clips_per_shard", 50, "Clips per shard (about 5000 frames at stride 1).")
-    flags.DEFINE_integer("task_index", 0, "This machine's index in a job array.")
-    flags.DEFINE_integer("num_tasks", 1, "Machines in the job array.")
+    flags.register_validator("splits", lambda v: bool(v) and set(v) <= {"train", "val", "test"},
+                             "expected a comma-separated subset of SURREAL's splits: train,val,test")  # fmt: skip
+    flags.DEFINE_integer("frame_stride", 1, "Keep frames t with t % frame_stride == 0.", lower_bound=1)
+    flags.DEFINE_integer("num_workers", os.cpu_count() or 1, "Parallel processes.", lower_bound=1)
+    flags.DEFINE_integer("clips_per_shard", 50, "Clips per shard (about 5000 frames at stride 1).", lower_bound=1)
+    flags.DEFINE_integer("task_index", 0, "This machine's index in a job array.", lower_bound=0)
+    flags.DEFINE_integer("num_tasks", 1, "Machines in the job array.", lower_bound=1)
+    flags.register_multi_flags_validator(["task_index", "num_tasks"], lambda v: v["task_index"] < v["num_tasks"],
+                                         "--task_index must be below --num_tasks")  # fmt: skip
 
 
 def main(argv):

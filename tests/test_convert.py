@@ -170,3 +170,17 @@ def test_a_bad_clip_is_named_and_the_others_still_convert(synthetic_root, tmp_pa
 def test_missing_root_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="cmu"):
         converter.convert(str(tmp_path / "nowhere"), str(tmp_path / "out"), ["train"], progress=False)
+
+
+@pytest.mark.parametrize(
+    "flag, words",
+    [("--splits=train,validation", "subset of SURREAL's splits"), ("--task_index=2", "below --num_tasks")],
+)
+def test_flags_that_would_convert_nothing_are_refused(tmp_path, flag, words):
+    result = subprocess.run(
+        [sys.executable, "-m", "data_prep.surreal", f"--input_dir={tmp_path}", f"--output_dir={tmp_path / 'out'}",
+         "--num_tasks=2", flag],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode != 0 and words in result.stderr, result.stderr[-2000:]
+    assert not (tmp_path / "out").exists()
