@@ -126,5 +126,7 @@ def save(config, path):
 
 
 def load(path):
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: not found; expected a train.py work dir")
     with open(path) as f:
         return Config(**json.load(f))

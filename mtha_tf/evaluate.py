@@ -28,10 +28,7 @@ from mtha_tf.targets import make_codecs  # noqa: E402
 
 def load_trained(workdir):
     """(config, model with the work dir's final weights)."""
-    config_path = os.path.join(workdir, "config.json")
-    if not os.path.exists(config_path):
-        raise FileNotFoundError(f"{config_path}: not found; expected a train.py work dir")
-    config = config_lib.load(config_path)
+    config = config_lib.load(os.path.join(workdir, "config.json"))
     weights = os.path.join(workdir, "final.weights.h5")
     if not os.path.exists(weights):
         raise FileNotFoundError(f"{weights}: no final weights; has training in {workdir} finished?")
