@@ -15,19 +15,25 @@ from mtha_tf import cpu_runtime
 
 cpu_runtime.configure_for_training()  # oneDNN kernels and fewer malloc arenas: read once, at start-up
 
+from mtha_tf.config import ConfigError  # noqa: E402
 from mtha_tf.config_flags import config_from_flags, define_config_flags  # noqa: E402
 
 
 def main(argv):
     del argv
+    try:
+        config = config_from_flags()
+    except ConfigError as error:  # names each bad flag and what it expects, before anything is built or written
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     # Imported here, not above: the data generator's spawned workers import this file as their main module, and
     # should not each pay for starting TensorFlow.
     from mtha_tf.data.pipeline import CorruptRecordError
     from mtha_tf.trainer import TrainingFailed, train
 
     try:
-        summary = train(config_from_flags(), flags.FLAGS.workdir)
-    except (TrainingFailed, FileNotFoundError, CorruptRecordError) as error:  # each message names what and where
+        summary = train(config, flags.FLAGS.workdir)
+    except (TrainingFailed, ConfigError, FileNotFoundError, CorruptRecordError) as error:  # each names what, where
         print(f"error: {error}", file=sys.stderr)
         return 1
     for state in ("untrained", "trained"):

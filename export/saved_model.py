@@ -19,6 +19,7 @@ from absl import app, flags
 
 from export.serving import ServingModule
 from mtha_tf import atomic_files
+from mtha_tf.config import ConfigError
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 
@@ -60,7 +61,7 @@ def export_model(model, task_names, input_size, export_dir, version=None, model_
     final = os.path.join(export_dir, str(version))
     if os.path.exists(final):
         raise FileExistsError(f"{final} exists; pick another --version (TF Serving versions are immutable)")
-    partial = os.path.join(export_dir, f".{version}.partial")
+    partial = atomic_files.partial_path(final)  # hidden and not a number: TF Serving never loads it as a version
     shutil.rmtree(partial, ignore_errors=True)
     module = ServingModule(model, task_names, input_size)
     tf.saved_model.save(module, partial, signatures=module.signatures())
@@ -87,7 +88,7 @@ def main(argv):
     values = flags.FLAGS
     try:
         path = export_workdir(values.workdir, values.export_dir, values.version, values.model_name)
-    except (FileNotFoundError, FileExistsError) as error:  # no finished run; a version already there
+    except (FileNotFoundError, FileExistsError, ConfigError) as error:  # no finished run; a version already there
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(f"exported {path}")
@@ -98,6 +99,6 @@ if __name__ == "__main__":
     flags.DEFINE_string("workdir", None, "A finished training work dir.", required=True)
     flags.DEFINE_string("export_dir", None, "TF Serving's model base path; versions go in numbered folders.",
                         required=True)  # fmt: skip
-    flags.DEFINE_integer("version", None, "Version folder (default: one more than the highest present).")
+    flags.DEFINE_integer("version", None, "Version folder (default: one more than the highest present).", lower_bound=1)
     flags.DEFINE_string("model_name", "mtha", "The name TF Serving serves the model under.")
     app.run(main)

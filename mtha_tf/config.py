@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import math
 import os
 
 from mtha_tf import atomic_files
@@ -42,8 +43,82 @@ class Config:
     frame_stride: int = 1
     export: bool = True
 
+    def __post_init__(self):
+        # Every Config is checked, from a preset and flags or from a config.json: a bad value used to fail deep in
+        # Keras or tf.data (batch_size=0, input_size=100), or to train something useless without a word
+        # (learning_rate=-1 ascends; steps_per_epoch=0 is an endless epoch on the repeated dataset).
+        if problems := config_problems(self):
+            raise ConfigError("; ".join(problems))
+
     def task_names(self):
         return task_table.parse_tasks(self.tasks)
+
+
+class ConfigError(ValueError):
+    """A configuration training cannot use; the message names each field, what it expects and what it got."""
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_positive_int(value):
+    return _is_int(value) and value > 0
+
+
+def _is_positive_number(value):
+    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value) and value > 0
+
+
+def _is_task_weights(value):
+    return isinstance(value, dict) and all(
+        task in task_table.TASKS and (_is_positive_number(weight) or weight == 0) for task, weight in value.items()
+    )
+
+
+_POSITIVE_INTEGER = (_is_positive_int, "a positive integer")
+_EXPECTED = {
+    "num_stacks": _POSITIVE_INTEGER,
+    "features": (lambda value: _is_int(value) and value >= 2, "an integer >= 2 (a residual's bottleneck is half)"),
+    "input_size": _POSITIVE_INTEGER,
+    "hourglass_depth": _POSITIVE_INTEGER,
+    "batch_size": _POSITIVE_INTEGER,
+    "learning_rate": (_is_positive_number, "a positive number"),
+    "lr_schedule": (lambda value: value in ("constant", "cosine"), "'constant' or 'cosine'"),
+    "epochs": _POSITIVE_INTEGER,
+    "steps_per_epoch": _POSITIVE_INTEGER,
+    "task_weights": (_is_task_weights, f"a dict from tasks ({','.join(task_table.TASKS)}) to numbers >= 0"),
+    "depth_background_weight": (_is_positive_number, "a positive number (1 = the paper's loss)"),
+    "mixed_precision": (lambda value: isinstance(value, bool), "true or false"),
+    "jit_compile": (lambda value: value is None or isinstance(value, bool), "true, false or null (Keras' auto)"),
+    "seed": (_is_int, "an integer"),
+    "data_dir": (lambda value: value is None or isinstance(value, str), "a folder's path or null (embedded data)"),
+    "eval_batch_size": _POSITIVE_INTEGER,
+    "eval_max_batches": (lambda value: value is None or _is_positive_int(value), "a positive integer or null"),
+    "synthetic_train_clips": _POSITIVE_INTEGER,
+    "synthetic_val_clips": _POSITIVE_INTEGER,
+    "synthetic_frames": _POSITIVE_INTEGER,
+    "frame_stride": _POSITIVE_INTEGER,
+    "export": (lambda value: isinstance(value, bool), "true or false"),
+}
+
+
+def config_problems(config):
+    """["field: expected ..., got ...", ...] for every field of `config` that training cannot use."""
+    problems = [f"{name}: expected {expected}, got {getattr(config, name)!r}"
+                for name, (is_valid, expected) in _EXPECTED.items() if not is_valid(getattr(config, name))]  # fmt: skip
+    try:
+        task_table.parse_tasks(config.tasks)
+    except (ValueError, AttributeError):
+        problems.insert(0, f"tasks: expected a non-empty comma-separated subset of {','.join(task_table.TASKS)}, "
+                           f"got {config.tasks!r}")  # fmt: skip
+    # The stem brings the input to 1/4, and each hourglass level halves it again: the skip additions need every
+    # level's size to be even.
+    multiple = 4 * 2**config.hourglass_depth if _is_positive_int(config.hourglass_depth) else 1
+    if _is_positive_int(config.input_size) and config.input_size % multiple:
+        problems.append(f"input_size: expected a multiple of {multiple} (4 x 2^hourglass_depth), "
+                        f"got {config.input_size}")  # fmt: skip
+    return problems
 
 
 PRESETS = {
@@ -86,16 +161,12 @@ PRESETS = {
 def make_config(preset="paper", **overrides):
     """A preset with the given fields replaced (None values are ignored, so unset flags keep the preset's)."""
     if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
+        raise ConfigError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
     fields = {f.name for f in dataclasses.fields(Config)}
     unknown = set(overrides) - fields
     if unknown:
-        raise ValueError(f"unknown config fields {sorted(unknown)}")
-    config = dataclasses.replace(PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None})
-    config.task_names()  # validates
-    if config.lr_schedule not in ("constant", "cosine"):
-        raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {config.lr_schedule!r}")
-    return config
+        raise ConfigError(f"unknown config fields {sorted(unknown)}")
+    return dataclasses.replace(PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None})
 
 
 # Fields that change how a run executes or what it writes besides the model, not what it trains: a finished or
@@ -126,7 +197,19 @@ def save(config, path):
 
 
 def load(path):
+    """The Config in a work dir's config.json; ConfigError naming the file if it does not describe a valid one."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: not found; expected a train.py work dir")
-    with open(path) as f:
-        return Config(**json.load(f))
+    try:
+        with open(path) as f:
+            fields = json.load(f)
+    except ValueError as error:
+        raise ConfigError(f"{path}: not JSON ({error})") from None
+    if not isinstance(fields, dict):
+        raise ConfigError(f"{path}: expected a JSON object of Config fields, got {type(fields).__name__}")
+    if unknown := sorted(set(fields) - {f.name for f in dataclasses.fields(Config)}):
+        raise ConfigError(f"{path}: unknown fields {unknown}")
+    try:
+        return Config(**fields)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None

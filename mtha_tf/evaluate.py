@@ -105,7 +105,7 @@ def main(argv):
     del argv
     try:
         results, _ = evaluate_workdir(flags.FLAGS.workdir, flags.FLAGS.data_dir)
-    except FileNotFoundError as error:  # no run, an unfinished one, no held-out shards: the message names the path
+    except (FileNotFoundError, config_lib.ConfigError) as error:  # no run or an unfinished one, no shards, bad config
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(json.dumps(evaluation.headline(results), indent=1))

@@ -135,6 +135,47 @@ def test_presets_and_overrides():
         config_lib.make_config("tiny", lr_schedule="linear")
 
 
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"batch_size": 0}, "batch_size: expected a positive integer, got 0"),
+        ({"steps_per_epoch": 0}, "steps_per_epoch: expected a positive integer"),  # an endless first epoch
+        ({"learning_rate": -1e-3}, "learning_rate: expected a positive number"),  # gradient ascent, silently
+        ({"input_size": 100}, r"input_size: expected a multiple of 64 \(4 x 2\^hourglass_depth\), got 100"),
+        ({"features": 1}, "features: expected an integer >= 2"),
+        ({"depth_background_weight": float("nan")}, "depth_background_weight: expected a positive number"),
+        ({"task_weights": {"normals": 1}}, "task_weights: expected a dict from tasks"),
+        ({"epochs": 0, "num_stacks": 0}, "num_stacks: expected a positive integer, got 0; epochs: expected"),
+    ],
+)
+def test_a_configuration_training_cannot_use_is_refused_naming_the_field(overrides, message):
+    with pytest.raises(config_lib.ConfigError, match=message):
+        config_lib.make_config("paper", **overrides)
+
+
+def test_bad_flags_and_config_files_are_errors_naming_them(tmp_path):
+    """Bad values fail before anything is built or written, as 'error: <field>: expected ...' with exit status 1,
+    from the flags and from a work dir's config.json alike."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    bad_flags = subprocess.run(_train_command(tmp_path / "run", "--batch_size=0", "--tasks=pose2d,normals"),
+                               env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert bad_flags.returncode == 1
+    assert bad_flags.stderr.startswith("error: tasks: expected a non-empty comma-separated subset of pose2d,")
+    assert "batch_size: expected a positive integer, got 0" in bad_flags.stderr
+    assert not (tmp_path / "run").exists()
+    config_path = tmp_path / "config.json"
+    for text, expected in [('{"tasks": "pose2d", "batch_size": -5}', "batch_size: expected a positive integer"),
+                           ('{"tasks": "pose2d", "batchsize": 5}', r"unknown fields \['batchsize'\]"),
+                           ('{"tasks": "pose2d",', "not JSON"),
+                           ('["pose2d"]', "expected a JSON object of Config fields, got list")]:  # fmt: skip
+        config_path.write_text(text)
+        with pytest.raises(config_lib.ConfigError, match=f"^{config_path}: {expected}"):
+            config_lib.load(str(config_path))
+    evaluate = subprocess.run([sys.executable, "-m", "mtha_tf.evaluate", f"--workdir={tmp_path}"], env=env,
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert evaluate.returncode == 1 and f"error: {config_path}: expected a JSON object" in evaluate.stderr
+
+
 def test_xla_is_keras_auto_unless_a_flag_sets_it():
     """Unset, --jit_compile is Keras' "auto": XLA on one GPU (pose2d trains 1.6x faster on an H100), never on a CPU,
     where it is slower; --jit_compile and --nojit_compile force it either way."""
