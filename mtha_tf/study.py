@@ -28,15 +28,22 @@ from mtha_tf import config as config_lib  # noqa: E402
 
 
 def combinations(target_task, which="paper"):
-    """ "paper": the target alone, then with every subset of the other tasks (8); "all": every non-empty subset of
-    the four tasks (15); else an explicit list like "pose2d;pose2d,depth". Returns task tuples in canonical order."""
+    """The combinations a study trains, as task tuples in canonical order. "paper": the target alone, then with every
+    subset of the other tasks (8); "all": every non-empty subset of the four tasks (15: the target's table shows its
+    8, and a study of another target in the same study dir reuses the rest); else an explicit list like
+    "pose2d;pose2d,depth", each containing the target (ValueError otherwise)."""
     if which == "paper":
         others = [t for t in tasks.TASKS if t != target_task]
         subsets = [c for size in range(len(others) + 1) for c in itertools.combinations(others, size)]
         return [tasks.parse_tasks((target_task, *subset)) for subset in subsets]
     if which == "all":
         return [tasks.parse_tasks(c) for size in range(1, 5) for c in itertools.combinations(tasks.TASKS, size)]
-    return [tasks.parse_tasks(spec) for spec in which.split(";") if spec.strip()]
+    chosen = list(dict.fromkeys(tasks.parse_tasks(spec) for spec in which.split(";") if spec.strip()))
+    if not chosen:
+        raise ValueError(f"no combination in {which!r}; expected 'paper', 'all' or a list like 'depth;depth,pose2d'")
+    if without := [run_name(c) for c in chosen if target_task not in c]:
+        raise ValueError(f"combinations {without} do not contain the target task {target_task}")
+    return chosen
 
 
 def run_name(task_names):
@@ -96,13 +103,12 @@ def run_study(target_task, which, base_config, study_dir):
     data_dir = _shared_data_dir(base_config, study_dir)
     results, per_frame = {}, {}
     for task_names in combinations(target_task, which):
-        if target_task not in task_names:
-            raise ValueError(f"combination {run_name(task_names)} does not contain the target task {target_task}")
         name = run_name(task_names)
         workdir = os.path.join(study_dir, "runs", name)
         config = dataclasses.replace(base_config, tasks=",".join(task_names), data_dir=data_dir)
         train_combination(config, workdir)
-        results[name], per_frame[name] = evaluate.evaluate_workdir(workdir)
+        if target_task in task_names:
+            results[name], per_frame[name] = evaluate.evaluate_workdir(workdir)
 
     out_dir = os.path.join(study_dir, target_task)
     report.write_tables(results, out_dir, [target_task])
@@ -119,15 +125,22 @@ def run_study(target_task, which, base_config, study_dir):
     return results
 
 
+def _are_valid_combinations(values):
+    try:
+        return bool(combinations(values["target_task"], values["combinations"]))
+    except ValueError as error:
+        raise flags.ValidationError(str(error)) from None
+
+
 def main(argv):
     del argv
     from mtha_tf.config_flags import config_from_flags
 
     values = flags.FLAGS
-    config = config_from_flags(tasks=values.target_task)
     try:
+        config = config_from_flags(tasks=values.target_task)
         results = run_study(values.target_task, values.combinations, config, values.study_dir)
-    except trainer.TrainingFailed as error:
+    except (trainer.TrainingFailed, config_lib.ConfigError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     key = report.SUMMARY[values.target_task]
@@ -141,7 +154,8 @@ if __name__ == "__main__":
 
     define_config_flags(exclude=("tasks",))
     flags.DEFINE_enum("target_task", None, list(tasks.TASKS), "The task whose tables the study writes.", required=True)
-    flags.DEFINE_string("combinations", "paper", '"paper" (8 combinations with the target), "all" (15), or a list '
-                        'like "pose2d;pose2d,depth".')  # fmt: skip
+    flags.DEFINE_string("combinations", "paper", '"paper" (8 combinations with the target), "all" (all 15: trains '
+                        'those of the other targets\' tables too), or a list like "pose2d;pose2d,depth".')  # fmt: skip
+    flags.register_multi_flags_validator(["target_task", "combinations"], _are_valid_combinations)
     flags.DEFINE_string("study_dir", "study", "Holds the runs, the shared embedded data and the reports.")
     app.run(main)

@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import os
 
 import pytest
 
@@ -16,7 +17,11 @@ def test_the_paper_combinations():
     assert tasks.TASKS in paper
     assert len({c for target in tasks.TASKS for c in study.combinations(target)}) == 15
     assert len(study.combinations("depth", "all")) == 15
-    assert study.combinations("pose2d", "pose2d; depth,pose2d") == [("pose2d",), ("pose2d", "depth")]
+    assert study.combinations("pose2d", "pose2d; depth,pose2d;pose2d,depth") == [("pose2d",), ("pose2d", "depth")]
+    with pytest.raises(ValueError, match=r"combinations \['pose2d\+segmentation'\] do not contain .* depth"):
+        study.combinations("depth", "depth;segmentation,pose2d")
+    with pytest.raises(ValueError, match="subset"):
+        study.combinations("depth", "depth;depth,normals")
 
 
 def test_improvement_is_positive_when_the_multi_task_model_is_better():
@@ -74,3 +79,20 @@ def test_the_study_numbers_equal_evaluate_and_a_second_run_reuses_the_models(tin
     with pytest.raises(trainer.TrainingFailed, match=r"another configuration \(epochs: 1 -> 2\)"):
         changed = config_lib.make_config("tiny", epochs=2, steps_per_epoch=2, export=False)
         study.run_study("pose2d", "pose2d", changed, str(study_dir))
+
+
+def test_all_trains_every_combination_and_tables_those_with_the_target(tiny_study, tmp_path, monkeypatch):
+    """--combinations=all trains the 15 (a study of another target in the same study dir then reuses them); the
+    target's table compares the 8 that contain it."""
+    study_dir, config, _ = tiny_study
+    trained = []
+    monkeypatch.setattr(study, "train_combination", lambda config, workdir: trained.append(os.path.basename(workdir)))
+    finished = evaluate_workdir(str(study_dir / "runs" / "pose2d"))  # stands in for every combination's numbers
+    monkeypatch.setattr(study.evaluate, "evaluate_workdir", lambda workdir: finished)
+    shared_data = config_lib.load(str(study_dir / "runs" / "pose2d" / "config.json")).data_dir
+    results = study.run_study("pose2d", "all", dataclasses.replace(config, data_dir=shared_data), str(tmp_path))
+    assert sorted(trained) == sorted(study.run_name(c) for c in study.combinations("pose2d", "all"))
+    assert len(trained) == 15
+    assert sorted(results) == sorted(study.run_name(c) for c in study.combinations("pose2d", "paper"))
+    header = (tmp_path / "pose2d" / "pose2d.md").read_text().splitlines()[0]
+    assert header.count("|") == 2 + 8 and "| segmentation+depth |" not in header
