@@ -30,6 +30,19 @@ def is_box(text):
         return False
 
 
+def read_image_file(path):
+    """The encoded bytes of an image file; OSError naming the path if it cannot be read or is empty (the server
+    would refuse empty bytes with a less helpful message)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as error:
+        raise OSError(f"{path}: {error.strerror or error}") from None
+    if not data:
+        raise OSError(f"{path}: empty file; expected a JPEG or PNG image")
+    return data
+
+
 def _signature_inputs(images, box, focal_length, pelvis_depth):
     count = len(images)
     if box is None and focal_length is None and pelvis_depth is None:
@@ -113,15 +126,12 @@ def main(argv):
     from absl import flags
 
     values = flags.FLAGS
-    images = []
-    for path in values.image:
-        with open(path, "rb") as f:
-            images.append(f.read())
-    box = [float(v) for v in values.box.split(",")] * len(images) if values.box else None
     kind = GrpcClient if values.protocol == "grpc" else RestClient
     try:
+        images = [read_image_file(path) for path in values.image]
+        box = [float(v) for v in values.box.split(",")] * len(images) if values.box else None
         outputs = kind(values.server, values.model_name).predict(images, box=box)
-    except ServingError as error:
+    except (OSError, ServingError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(json.dumps(summary(outputs)))

@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
-from export.client import is_box
+from export.client import is_box, read_image_file
 from mtha_tf import visualize
 
 
@@ -48,11 +48,15 @@ def draw(rgb, outputs):
 def main(argv):
     del argv
     values = flags.FLAGS
-    with open(values.image, "rb") as f:
-        image_bytes = f.read()
+    try:
+        image_bytes = read_image_file(values.image)
+    except OSError as error:
+        raise SystemExit(f"error: {error}") from None
     rgb = cv2.imdecode(np.frombuffer(image_bytes, np.uint8), cv2.IMREAD_COLOR)
     if rgb is None:
         raise SystemExit(f"error: {values.image}: not an image OpenCV can read")
+    if not tf.saved_model.contains_saved_model(values.saved_model):
+        raise SystemExit(f"error: {values.saved_model}: no SavedModel; expected an export's version folder (E/1)")
     box = [float(v) for v in values.box.split(",")] if values.box else None
     outputs = run_saved_model(values.saved_model, image_bytes, box)
     picture = draw(rgb[..., ::-1], outputs)

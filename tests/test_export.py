@@ -239,3 +239,15 @@ def test_the_client_names_what_it_could_not_do(tmp_path):
     assert f"error: http://127.0.0.1:{port}/v1/models/mtha:predict: " in refused.stderr, refused.stderr[-2000:]
     bad_box = subprocess.run([*command, "--box=10,20,30"], capture_output=True, text=True)
     assert bad_box.returncode != 0 and "--box" in bad_box.stderr and "expected four numbers" in bad_box.stderr
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    for path, reason in [(tmp_path / "missing.jpg", "No such file or directory"), (empty, "empty file")]:
+        unreadable = subprocess.run([*command[:3], f"--image={path}", "--protocol=rest"], capture_output=True,
+                                    text=True)  # fmt: skip
+        assert unreadable.returncode == 1 and f"error: {path}: {reason}" in unreadable.stderr, unreadable.stderr
+    predict = [sys.executable, "-m", "mtha_tf.predict", f"--saved_model={tmp_path}", f"--out={tmp_path / 'p.png'}"]
+    missing = subprocess.run([*predict, f"--image={tmp_path / 'missing.jpg'}"], capture_output=True, text=True)
+    assert missing.returncode == 1 and "missing.jpg: No such file or directory" in missing.stderr, missing.stderr
+    not_an_export = subprocess.run([*predict, f"--image={image}"], capture_output=True, text=True)
+    assert not_an_export.returncode == 1 and f"error: {tmp_path}: no SavedModel" in not_an_export.stderr
+    assert not (tmp_path / "p.png").exists()
