@@ -86,7 +86,9 @@ class GrpcClient:
         import grpc
         from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-        self.channel = grpc.insecure_channel(server, options=[("grpc.max_receive_message_length", 256 << 20)])
+        # The answer carries full-resolution maps (12 bytes per pixel and image with every task): no 4 MB default,
+        # gRPC's own 2 GB limit applies, as in TF Serving's server.
+        self.channel = grpc.insecure_channel(server, options=[("grpc.max_receive_message_length", -1)])
         self.stub = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
         self.model_name, self.timeout = model_name, timeout
 

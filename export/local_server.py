@@ -84,7 +84,10 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
 def start_grpc(runner, port=0):
     """Starts the gRPC service; returns (server, bound port)."""
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    # TF Serving's model server takes messages up to 2^31 - 1 bytes (gRPC's default of 4 MB refuses one 12-megapixel
+    # photo as a PNG): the stand-in must not refuse what the real server serves.
+    unlimited = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), options=unlimited)
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(runner), server)
     bound = server.add_insecure_port(f"127.0.0.1:{port}")
     server.start()
