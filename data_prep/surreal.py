@@ -24,6 +24,7 @@ from data_prep import surreal_clip
 from mtha_tf import atomic_files
 
 _PARTS_DIR = "parts"
+_SETTINGS_FILE = "conversion.json"  # what the shards were made with; a restart must make the same ones
 
 
 def plan_shards(input_dir, splits, clips_per_shard):
@@ -95,8 +96,8 @@ def convert(input_dir, output_dir, splits, frame_stride=1, num_workers=1, clips_
         raise FileNotFoundError(f"--input_dir={input_dir}: expected a SURREAL root holding cmu/<split>/run*/...")
     if frame_stride < 1:
         raise ValueError(f"--frame_stride must be >= 1, got {frame_stride}")
-    os.makedirs(os.path.join(output_dir, _PARTS_DIR), exist_ok=True)
     shards = plan_shards(input_dir, splits, clips_per_shard)
+    _claim_output_dir(output_dir, {"frame_stride": frame_stride, "clips_per_shard": clips_per_shard}, shards)
     jobs = [
         (output_dir, split, shard, clips, frame_stride)
         for i, (split, shard, clips) in enumerate(shards)
@@ -111,6 +112,31 @@ def convert(input_dir, output_dir, splits, frame_stride=1, num_workers=1, clips_
         with multiprocessing.get_context("spawn").Pool(min(num_workers, len(jobs))) as pool:
             records = _collect(pool.imap_unordered(convert_shard, jobs), bar)
     return write_manifest(output_dir, shards), records
+
+
+def _claim_output_dir(output_dir, settings, shards):
+    """Records `settings` in OUT/conversion.json, or checks them against the recorded ones, and checks that the
+    finished shards of the splits converted now are of this plan. Finished shards are skipped by name, so a restart
+    with another stride would mix two samplings in a split, and one with another --clips_per_shard or more clips
+    under --input_dir would add a second set of shards (`-of-<another count>`) holding the same clips again."""
+    path = os.path.join(output_dir, _SETTINGS_FILE)
+    if os.path.exists(path):
+        with open(path) as f:
+            recorded = json.load(f)
+        if differences := [f"--{name}={recorded.get(name)} (asked: {value})" for name, value in settings.items()
+                           if recorded.get(name) != value]:  # fmt: skip
+            raise ValueError(f"{output_dir} holds shards converted with {', '.join(differences)}; use another "
+                             "--output_dir, or the same settings to resume")  # fmt: skip
+    parts_dir = os.path.join(output_dir, _PARTS_DIR)
+    planned = {shard for _, shard, _ in shards}
+    splits = {split for split, _, _ in shards}
+    finished = [name[: -len(".json")] for name in os.listdir(parts_dir)] if os.path.isdir(parts_dir) else []
+    if stale := sorted(name for name in finished if name.split("-")[0] in splits and name not in planned):
+        shown = ", ".join(stale[:3]) + (", ..." if len(stale) > 3 else "")
+        raise ValueError(f"{output_dir} holds shards of another plan ({shown}): the clips under "
+                         "--input_dir changed since they were converted; use another --output_dir")  # fmt: skip
+    os.makedirs(parts_dir, exist_ok=True)
+    atomic_files.write_json(path, settings)  # every task of a job array writes the same
 
 
 def _progress(total, enabled):
@@ -153,16 +179,20 @@ def define_flags():
 def main(argv):
     del argv
     start = time.perf_counter()
-    manifest, records = convert(
-        FLAGS.input_dir,
-        FLAGS.output_dir,
-        FLAGS.splits,
-        frame_stride=FLAGS.frame_stride,
-        num_workers=FLAGS.num_workers,
-        clips_per_shard=FLAGS.clips_per_shard,
-        task_index=FLAGS.task_index,
-        num_tasks=FLAGS.num_tasks,
-    )
+    try:
+        manifest, records = convert(
+            FLAGS.input_dir,
+            FLAGS.output_dir,
+            FLAGS.splits,
+            frame_stride=FLAGS.frame_stride,
+            num_workers=FLAGS.num_workers,
+            clips_per_shard=FLAGS.clips_per_shard,
+            task_index=FLAGS.task_index,
+            num_tasks=FLAGS.num_tasks,
+        )
+    except (FileNotFoundError, ValueError) as error:  # no SURREAL root; an output dir of other settings
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     seconds = time.perf_counter() - start
     frames = sum(r["frames_written"] for r in records)
     busy = sum(r["seconds"] for r in records)

@@ -105,6 +105,32 @@ def test_resume_skips_finished_shards_and_tasks_partition_the_work(synthetic_roo
     assert not list(tmp_path.rglob("*partial*")) and len(_records(tmp_path, "train")) == 18
 
 
+
+def test_a_restart_that_would_make_other_shards_is_refused(synthetic_root, tmp_path):
+    """Finished shards are skipped by name: another stride would mix two samplings in a split, another clips per
+    shard (or clips added to the input) a second set of shards with the same clips again."""
+    out = tmp_path / "out"
+    converter.convert(str(synthetic_root), str(out), ["train"], clips_per_shard=1, progress=False)
+    written = sorted(p.name for p in out.glob("train-*"))
+    with pytest.raises(ValueError, match=r"holds shards converted with --frame_stride=1 \(asked: 2\)"):
+        converter.convert(str(synthetic_root), str(out), ["train"], frame_stride=2, clips_per_shard=1, progress=False)
+    with pytest.raises(ValueError, match=r"--clips_per_shard=1 \(asked: 2\)"):
+        converter.convert(str(synthetic_root), str(out), ["train"], clips_per_shard=2, progress=False)
+    grown = tmp_path / "grown"
+    shutil.copytree(synthetic_root, grown)
+    clip = next((grown / "cmu" / "train").glob("run0/*"))
+    shutil.copytree(clip, clip.parent / "extra", copy_function=shutil.copy)
+    for path in (clip.parent / "extra").iterdir():
+        path.rename(path.parent / path.name.replace(clip.name, "extra"))
+    with pytest.raises(ValueError, match=r"shards of another plan \(train-00000-of-00003, .*input_dir changed"):
+        converter.convert(str(grown), str(out), ["train"], clips_per_shard=1, progress=False)
+    assert sorted(p.name for p in out.glob("train-*")) == written, "nothing written by the refused runs"
+    result = subprocess.run([sys.executable, "-m", "data_prep.surreal", f"--input_dir={synthetic_root}",
+                             f"--output_dir={out}", "--splits=train", "--frame_stride=3", "--num_workers=1"],
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 2 and f"error: {out} holds shards converted with --frame_stride=1" in result.stderr
+
+
 def _break_truncated_mat(base):
     data = open(f"{base}_segm.mat", "rb").read()
     open(f"{base}_segm.mat", "wb").write(data[: len(data) // 2])
