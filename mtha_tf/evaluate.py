@@ -1,9 +1,10 @@
 r"""Evaluates a trained work dir on held-out frames: per-part tables, success-rate plots and a prediction grid.
 
-    python -m mtha_tf.evaluate --workdir=W [--data_dir=D]
+    python -m mtha_tf.evaluate --workdir=W [--data_dir=D] [--split=val|test]
 
-Writes W/evaluation/: results.json, <task>.md and <task>.csv (rows = parts or joints, as the paper's Tables I-IV),
-success_rates.png (paper Fig. 3) and predictions.png (input with skeleton, part map, depth map, 3D skeleton).
+Writes W/evaluation/ (W/evaluation_test/ for --split=test): results.json, <task>.md and <task>.csv (rows = parts or
+joints, as the paper's Tables I-IV), success_rates.png (paper Fig. 3) and predictions.png (input with skeleton, part
+map, depth map, 3D skeleton).
 """
 
 import json
@@ -43,9 +44,18 @@ def load_trained(workdir):
     return config, model
 
 
-def held_out_pattern(config, workdir, data_dir=None):
+SPLITS = ("val", "test")  # SURREAL's held-out splits (the embedded data has no test clips)
+
+
+def held_out_pattern(config, workdir, data_dir=None, split="val"):
     data_dir = data_dir or config.data_dir or os.path.join(workdir, "data", "records")
-    return os.path.join(data_dir, "val-*.tfrecord")
+    return os.path.join(data_dir, f"{split}-*.tfrecord")
+
+
+def output_dir(workdir, split="val"):
+    """Where an evaluation's files go: W/evaluation for the validation split, W/evaluation_<split> for another, so
+    that evaluating on test keeps the validation tables."""
+    return os.path.join(workdir, "evaluation" if split == "val" else f"evaluation_{split}")
 
 
 def prediction_grid(forward, config, pattern, path, count=6):
@@ -79,15 +89,16 @@ def prediction_grid(forward, config, pattern, path, count=6):
     return visualize.write_image(path, np.concatenate(rows, axis=0))
 
 
-def evaluate_workdir(workdir, data_dir=None):
-    """Runs the evaluation; returns (results dict, also written to W/evaluation/results.json; per-frame errors)."""
+def evaluate_workdir(workdir, data_dir=None, split="val"):
+    """Runs the evaluation on `split`; returns (results dict, also written to `output_dir`/results.json; per-frame
+    errors)."""
     config, model = load_trained(workdir)
     # One traced forward pass for the metrics and the grid: no convolution runs eagerly (cpu_runtime: frozen weights).
     forward = evaluation.forward_function(model)
-    pattern = held_out_pattern(config, workdir, data_dir)
+    pattern = held_out_pattern(config, workdir, data_dir, split)
     results, per_frame = evaluation.evaluate(forward, pattern, config.task_names(), config.eval_batch_size,
                                              config.input_size)  # fmt: skip
-    out_dir = os.path.join(workdir, "evaluation")
+    out_dir = output_dir(workdir, split)
     name = os.path.basename(os.path.normpath(workdir))
     report.write_tables({name: results}, out_dir, config.task_names())
     report.plot_success_rates({name: per_frame}, os.path.join(out_dir, "success_rates.png"))
@@ -98,13 +109,14 @@ def evaluate_workdir(workdir, data_dir=None):
 
 def define_flags():
     flags.DEFINE_string("workdir", None, "A finished training work dir.", required=True)
-    flags.DEFINE_string("data_dir", None, "TFRecords holding val-*.tfrecord; default: the run's own data.")
+    flags.DEFINE_string("data_dir", None, "TFRecords holding <split>-*.tfrecord; default: the run's own data.")
+    flags.DEFINE_enum("split", "val", SPLITS, "The held-out split: SURREAL's val or test (from data_prep.surreal).")
 
 
 def main(argv):
     del argv
     try:
-        results, _ = evaluate_workdir(flags.FLAGS.workdir, flags.FLAGS.data_dir)
+        results, _ = evaluate_workdir(flags.FLAGS.workdir, flags.FLAGS.data_dir, flags.FLAGS.split)
     except (FileNotFoundError, config_lib.ConfigError) as error:  # no run or an unfinished one, no shards, bad config
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -96,7 +96,7 @@ class _Accumulator:
                 "rmse_mm": float(np.nanmean(per_image) * step_mm),
                 "rmse_mm_foreground_union": float(np.nanmean(union) * step_mm),
                 "foreground_iou": metrics.foreground_iou(arrays["pred_depth"], arrays["gt_depth"]),
-                "rmse_mm_per_part": dict(zip(surreal.PART_NAMES[1:], (per_part[1:] * step_mm).tolist(), strict=True)),
+                "rmse_mm_per_part": dict(zip(surreal.PART_NAMES, (per_part * step_mm).tolist(), strict=True)),
             }
             per_frame["depth"] = per_image * step_mm
         if "pose3d" in self.tasks:

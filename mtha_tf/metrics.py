@@ -118,11 +118,15 @@ def foreground_iou(pred, gt):
 
 
 def depth_rmse_per_part(pred, gt, parts, num_parts=surreal.NUM_PART_CLASSES):
-    """RMSE in bins over the pixels of each ground-truth part [num_parts] (index 0 unused: NaN), pooled over images."""
+    """RMSE in bins over the pixels of each ground-truth part [num_parts], pooled over images; NaN for a part absent.
+
+    Index 0 is the background (the paper's Table IV row): its ground-truth pixels, where a pixel predicted as bin k
+    counts k. The parts take their ground-truth foreground pixels, as the full-body RMSE does.
+    """
     pred, gt, parts = np.asarray(pred, float), np.asarray(gt, float), np.asarray(parts)
     out = np.full(num_parts, np.nan)
-    for part in range(1, num_parts):
-        mask = (parts == part) & (gt > 0)
+    for part in range(num_parts):
+        mask = (parts == part) & (gt > 0) if part else (parts == 0) & (gt == 0)
         if mask.any():
             out[part] = np.sqrt(np.mean((pred[mask] - gt[mask]) ** 2))
     return out

@@ -1,13 +1,15 @@
 r"""The paper's study: one model per task combination, compared part by part on the same held-out data.
 
-    python -m mtha_tf.study --target_task=depth [--combinations=paper] [--study_dir=study] [--preset=...] [...]
+    python -m mtha_tf.study --target_task=depth [--combinations=paper] [--study_dir=study] [--split=val|test]
+        [--preset=...] [...]
 
-For the target task it trains (or reuses) every combination that contains it -- the paper's 8 per task: the task
-alone plus each subset of the other three -- evaluates all of them on the same held-out frames and writes, under
-`study_dir/<target_task>/`: `<target_task>.md/.csv` (one column per combination, one row per part, best per row
-marked, as the paper's Tables I-IV), `success_rates.png` (Fig. 3), `improvement.png` (Fig. 4: the best multi-task
-model's gain per part over the single-task model) and `results.json`. Runs live in `study_dir/runs/<tasks>/`; a
-finished one is reused, an interrupted one resumes, so running the same command again continues the study.
+For the target task it trains (or reuses) every combination that contains it -- the paper's 8 per task: the task alone
+plus each subset of the other three -- evaluates all of them on the same held-out frames and writes, under
+`study_dir/<target_task>/` (`study_dir/<target_task>_test/` for --split=test): `<target_task>.md/.csv` (one column per
+combination, the rows of the paper's Tables I-IV, best per row marked), `success_rates.png` (Fig. 3), `improvement.png`
+(Fig. 4: the best multi-task model's gain per part over the single-task model) and `results.json`. Runs live in
+`study_dir/runs/<tasks>/`; a finished one is reused, an interrupted one resumes, so running the same command again
+continues the study.
 """
 
 import dataclasses
@@ -71,8 +73,9 @@ def improvement_per_part(single, multi, task):
     """{part: gain of `multi` over `single`} for one task's results, positive = better (paper Fig. 4)."""
     key, _, higher_better = report.TABLES[task]
     sign = 1.0 if higher_better else -1.0
+    left_out = ("background", *report.LEFT_OUT.get(task, ()))  # and the pelvis: 0 mm in every 3D model
     return {part: sign * (multi[task][key][part] - value) for part, value in single[task][key].items()
-            if part != "background"}  # fmt: skip
+            if part not in left_out}  # fmt: skip
 
 
 def best_multi_task(results, target_task):
@@ -98,8 +101,8 @@ def plot_improvement(gains, title, unit, path):
     return report.save_figure(figure, path)
 
 
-def run_study(target_task, which, base_config, study_dir):
-    """Trains/reuses, evaluates and reports; returns {run name: results dict}."""
+def run_study(target_task, which, base_config, study_dir, split="val"):
+    """Trains/reuses, evaluates on `split` and reports; returns {run name: results dict}."""
     data_dir = _shared_data_dir(base_config, study_dir)
     results, per_frame = {}, {}
     for task_names in combinations(target_task, which):
@@ -108,9 +111,9 @@ def run_study(target_task, which, base_config, study_dir):
         config = dataclasses.replace(base_config, tasks=",".join(task_names), data_dir=data_dir)
         train_combination(config, workdir)
         if target_task in task_names:
-            results[name], per_frame[name] = evaluate.evaluate_workdir(workdir)
+            results[name], per_frame[name] = evaluate.evaluate_workdir(workdir, split=split)
 
-    out_dir = os.path.join(study_dir, target_task)
+    out_dir = os.path.join(study_dir, target_task if split == "val" else f"{target_task}_{split}")
     report.write_tables(results, out_dir, [target_task])
     report.plot_success_rates({n: {target_task: e[target_task]} for n, e in per_frame.items()},
                               os.path.join(out_dir, "success_rates.png"))  # fmt: skip
@@ -119,7 +122,7 @@ def run_study(target_task, which, base_config, study_dir):
         gains = improvement_per_part(results[target_task], results[best], target_task)
         title = f"{target_task}: {best} vs {target_task} alone"
         plot_improvement(gains, title, report.TABLES[target_task][1], os.path.join(out_dir, "improvement.png"))
-    held_out = os.path.join(data_dir, "val-*.tfrecord")
+    held_out = os.path.join(data_dir, f"{split}-*.tfrecord")
     summary = {"target_task": target_task, "best_multi_task": best, "held_out": held_out, "results": results}
     atomic_files.write_json(os.path.join(out_dir, "results.json"), summary)
     return results
@@ -139,8 +142,8 @@ def main(argv):
     values = flags.FLAGS
     try:
         config = config_from_flags(tasks=values.target_task)
-        results = run_study(values.target_task, values.combinations, config, values.study_dir)
-    except (trainer.TrainingFailed, config_lib.ConfigError) as error:
+        results = run_study(values.target_task, values.combinations, config, values.study_dir, values.split)
+    except (trainer.TrainingFailed, config_lib.ConfigError, FileNotFoundError) as error:  # FileNotFoundError: no shards
         print(f"error: {error}", file=sys.stderr)
         return 1
     key = report.SUMMARY[values.target_task]
@@ -158,4 +161,5 @@ if __name__ == "__main__":
                         'those of the other targets\' tables too), or a list like "pose2d;pose2d,depth".')  # fmt: skip
     flags.register_multi_flags_validator(["target_task", "combinations"], _are_valid_combinations)
     flags.DEFINE_string("study_dir", "study", "Holds the runs, the shared embedded data and the reports.")
+    flags.DEFINE_enum("split", "val", evaluate.SPLITS, "The held-out split the combinations are compared on.")
     app.run(main)

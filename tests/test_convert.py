@@ -105,7 +105,6 @@ def test_resume_skips_finished_shards_and_tasks_partition_the_work(synthetic_roo
     assert not list(tmp_path.rglob("*partial*")) and len(_records(tmp_path, "train")) == 18
 
 
-
 def test_a_restart_that_would_make_other_shards_is_refused(synthetic_root, tmp_path):
     """Finished shards are skipped by name: another stride would mix two samplings in a split, another clips per
     shard (or clips added to the input) a second set of shards with the same clips again."""

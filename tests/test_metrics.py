@@ -58,6 +58,7 @@ def test_depth_rmse_counts_foreground_predicted_as_background():
     parts = np.array([[[1, 2], [0, 0]]])
     per_part = metrics.depth_rmse_per_part(pred, gt, parts)
     assert per_part[1] == 0.0 and per_part[2] == 11.0 and np.isnan(per_part[3])
+    assert per_part[0] == pytest.approx(np.sqrt(25 / 2)), "background: a pixel predicted as bin k counts k"
 
 
 def test_newell_pck_and_success_rate():

@@ -48,7 +48,7 @@ def test_a_tiny_study_writes_the_comparison_tables_and_plots(tiny_study):
     out = study_dir / "pose2d"
     table = (out / "pose2d.md").read_text().splitlines()
     assert table[0] == "| pose2d PCKh@0.5 (%) | pose2d | pose2d+segmentation |"
-    assert len(table) == 2 + 16 + 1 and all("*" in row for row in table[2:]), "one row per joint, best marked"
+    assert len(table) == 2 + 16 + 2 and all("*" in row for row in table[2:]), "a row per joint, two means, best marked"
     for name in ("pose2d.csv", "success_rates.png", "improvement.png"):
         assert (out / name).stat().st_size > 0, name
     summary = json.loads((out / "results.json").read_text())
@@ -88,7 +88,7 @@ def test_all_trains_every_combination_and_tables_those_with_the_target(tiny_stud
     trained = []
     monkeypatch.setattr(study, "train_combination", lambda config, workdir: trained.append(os.path.basename(workdir)))
     finished = evaluate_workdir(str(study_dir / "runs" / "pose2d"))  # stands in for every combination's numbers
-    monkeypatch.setattr(study.evaluate, "evaluate_workdir", lambda workdir: finished)
+    monkeypatch.setattr(study.evaluate, "evaluate_workdir", lambda workdir, split: finished)
     shared_data = config_lib.load(str(study_dir / "runs" / "pose2d" / "config.json")).data_dir
     results = study.run_study("pose2d", "all", dataclasses.replace(config, data_dir=shared_data), str(tmp_path))
     assert sorted(trained) == sorted(study.run_name(c) for c in study.combinations("pose2d", "all"))

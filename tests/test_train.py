@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -15,7 +16,7 @@ import tensorflow as tf
 from absl import flags
 
 from mtha_tf import config as config_lib
-from mtha_tf import config_flags, losses, trainer
+from mtha_tf import config_flags, evaluate, losses, trainer
 from mtha_tf.callbacks import TerminateOnNaN
 from mtha_tf.model import build_model_for
 from tests.conftest import REPO, random_batch
@@ -171,9 +172,9 @@ def test_bad_flags_and_config_files_are_errors_naming_them(tmp_path):
         config_path.write_text(text)
         with pytest.raises(config_lib.ConfigError, match=f"^{config_path}: {expected}"):
             config_lib.load(str(config_path))
-    evaluate = subprocess.run([sys.executable, "-m", "mtha_tf.evaluate", f"--workdir={tmp_path}"], env=env,
-                              capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert evaluate.returncode == 1 and f"error: {config_path}: expected a JSON object" in evaluate.stderr
+    evaluated = subprocess.run([sys.executable, "-m", "mtha_tf.evaluate", f"--workdir={tmp_path}"], env=env,
+                               capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert evaluated.returncode == 1 and f"error: {config_path}: expected a JSON object" in evaluated.stderr
 
 
 def test_xla_is_keras_auto_unless_a_flag_sets_it():
@@ -214,7 +215,22 @@ def test_evaluate_writes_tables_plots_and_matches_the_training_metrics(killed_an
     for name in ("pose2d.md", "segmentation.csv", "depth.md", "pose3d.csv", "success_rates.png", "predictions.png"):
         assert (out / name).stat().st_size > 0, name
     table = (out / "segmentation.md").read_text().splitlines()
-    assert table[0].startswith("| segmentation IoU") and len(table) == 2 + 14 + 1  # header, rule, 14 parts, mean
+    assert table[0].startswith("| segmentation IoU") and len(table) == 2 + 15 + 2  # header, rule, 15 classes, 2 means
+
+
+def test_evaluating_on_the_test_split_keeps_the_validation_tables(killed_and_resumed, tmp_path):
+    workdir, _, _ = killed_and_resumed
+    with pytest.raises(FileNotFoundError, match=r"records/test-\*\.tfrecord"):  # the embedded data has no test clips
+        evaluate.evaluate_workdir(str(workdir), split="test")
+    for shard in (workdir / "data" / "records").glob("val-*.tfrecord"):  # SURREAL's layout: <split>-*.tfrecord
+        shutil.copy(shard, tmp_path / shard.name.replace("val-", "test-", 1))
+    validation = workdir / "evaluation" / "results.json"
+    before = validation.read_bytes()
+    results, _ = evaluate.evaluate_workdir(str(workdir), data_dir=str(tmp_path), split="test")
+    assert validation.read_bytes() == before
+    written = json.loads((workdir / "evaluation_test" / "results.json").read_text())
+    assert written["pose3d"]["mjd_mm"] == pytest.approx(json.loads(before)["pose3d"]["mjd_mm"], rel=1e-4)
+    assert written["num_frames"] == results["num_frames"] > 0
 
 
 def _free_ports(count):

@@ -1,0 +1,73 @@
+"""The tables are laid out as the paper's Tables I-IV: its rows, and its means computed from its own columns."""
+
+import math
+
+import pytest
+
+from mtha_tf import report, surreal
+
+# The single-task column of each of the paper's tables (multitask_human_analysis.md), in its row order, with the mean
+# rows it prints under them. Table IV is in depth bins; the mean rows do not depend on the unit.
+TABLE_I_SEGMENTATION = [98.0329, 74.3689, 84.6390, 65.8220, 62.0338, 49.3243, 65.4599, 60.5462, 48.9188, 75.2125,
+                        71.4514, 55.2237, 75.2612, 71.4049, 54.6201]  # fmt: skip
+TABLE_I_MEAN = 67.4880
+# Table II has no pelvis row.
+TABLE_II_POSE3D = [86.1138, 59.9885, 25.6693, 25.4341, 56.9181, 87.7192, 31.2580, 44.5032, 49.6059, 103.3092,
+                   70.3126, 46.1421, 47.4316, 67.3347, 100.3381]  # fmt: skip
+TABLE_II_MEAN = 60.1386
+TABLE_III_POSE2D = [95.8064, 97.0326, 99.0109, 99.1253, 97.376, 96.3214, 99.4687, 99.3787, 99.0763, 98.7738,
+                    88.9970, 94.3023, 98.3569, 98.0136, 93.9099, 89.1850]  # fmt: skip
+TABLE_III_MEAN = 96.5085
+TABLE_IV_DEPTH = [0.5151, 4.7828, 2.7179, 3.8742, 5.4385, 7.0447, 3.7487, 5.4778, 7.1597, 3.3767, 5.2455, 7.8622,
+                  3.3694, 5.1918, 7.8774]  # fmt: skip
+TABLE_IV_MEAN_BODY_PARTS, TABLE_IV_MEAN_FULL_BODY = 4.9122, 4.39
+
+
+def _paper_column():
+    joints_3d = [name for name in surreal.MPII_JOINT_NAMES if name != "pelvis"]
+    pose3d = dict(zip(joints_3d, TABLE_II_POSE3D, strict=True))
+    return {
+        "pose2d": {"pckh_per_joint": dict(zip(surreal.MPII_JOINT_NAMES, TABLE_III_POSE2D, strict=True)), "pckh": 96.1},
+        "segmentation": {
+            "iou_per_part": dict(zip(surreal.PART_NAMES, TABLE_I_SEGMENTATION, strict=True)),
+            "mean_iou_all": sum(TABLE_I_SEGMENTATION) / 15,
+            "mean_iou_parts": 65.3,
+        },
+        "depth": {
+            "rmse_mm_per_part": dict(zip(surreal.PART_NAMES, TABLE_IV_DEPTH, strict=True)),
+            "rmse_mm": TABLE_IV_MEAN_FULL_BODY,
+        },
+        "pose3d": {"mjd_mm_per_joint": {**pose3d, "pelvis": 0.0}, "mjd_mm": sum(TABLE_II_POSE3D) / 16},
+    }
+
+
+@pytest.mark.parametrize(
+    "task, rows, means",
+    [
+        ("segmentation", 15, [TABLE_I_MEAN, 65.3]),
+        ("pose3d", 15, [TABLE_II_MEAN, sum(TABLE_II_POSE3D) / 16]),
+        ("pose2d", 16, [TABLE_III_MEAN, 96.1]),
+        ("depth", 15, [TABLE_IV_MEAN_BODY_PARTS, TABLE_IV_MEAN_FULL_BODY]),
+    ],
+)
+def test_tables_have_the_papers_rows_and_reproduce_its_means(task, rows, means):
+    header, table = report.table_rows(task, {"single": _paper_column(), "other": _paper_column()})
+    assert header == [f"{task} {report.TABLES[task][1]}", "single", "other"]
+    assert len(table) == rows + 2
+    assert [row[0] for row in table[:rows]] == [
+        name for name in (surreal.MPII_JOINT_NAMES if task.startswith("pose") else surreal.PART_NAMES)
+        if not (task == "pose3d" and name == "pelvis")
+    ]  # fmt: skip
+    for row, mean in zip(table[rows:], means, strict=True):
+        assert float(row[1].rstrip("*")) == pytest.approx(mean, abs=0.006), row[0]
+    assert all(row[1].endswith("*") and row[2].endswith("*") for row in table), "ties are both best"
+
+
+def test_the_best_of_each_row_is_marked_in_the_tasks_direction():
+    better, worse = _paper_column(), _paper_column()
+    worse["depth"]["rmse_mm_per_part"]["head"] = 9.0
+    worse["pose2d"]["pckh_per_joint"]["head_top"] = math.nan
+    _, depth = report.table_rows("depth", {"a": better, "b": worse})
+    assert dict((r[0], r[1:]) for r in depth)["head"] == ["4.78*", "9.00"], "lower RMSE is better"
+    _, pose2d = report.table_rows("pose2d", {"a": better, "b": worse})
+    assert dict((r[0], r[1:]) for r in pose2d)["head_top"] == ["98.77*", "nan"]
