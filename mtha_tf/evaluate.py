@@ -52,10 +52,10 @@ def held_out_pattern(config, workdir, data_dir=None, split="val"):
     return os.path.join(data_dir, f"{split}-*.tfrecord")
 
 
-def output_dir(workdir, split="val"):
-    """Where an evaluation's files go: W/evaluation for the validation split, W/evaluation_<split> for another, so
-    that evaluating on test keeps the validation tables."""
-    return os.path.join(workdir, "evaluation" if split == "val" else f"evaluation_{split}")
+def split_dir(path, split):
+    """Where the files of an evaluation on `split` go: `path` for the validation split, `path_<split>` for another
+    (W/evaluation_test), so that evaluating on test keeps the validation tables."""
+    return path if split == "val" else f"{path}_{split}"
 
 
 def prediction_grid(forward, config, pattern, path, count=6):
@@ -90,15 +90,15 @@ def prediction_grid(forward, config, pattern, path, count=6):
 
 
 def evaluate_workdir(workdir, data_dir=None, split="val"):
-    """Runs the evaluation on `split`; returns (results dict, also written to `output_dir`/results.json; per-frame
-    errors)."""
+    """Runs the evaluation on `split`; returns (results dict, also written to W/evaluation/results.json or its
+    `split_dir`; per-frame errors)."""
     config, model = load_trained(workdir)
     # One traced forward pass for the metrics and the grid: no convolution runs eagerly (cpu_runtime: frozen weights).
     forward = evaluation.forward_function(model)
     pattern = held_out_pattern(config, workdir, data_dir, split)
     results, per_frame = evaluation.evaluate(forward, pattern, config.task_names(), config.eval_batch_size,
                                              config.input_size)  # fmt: skip
-    out_dir = output_dir(workdir, split)
+    out_dir = split_dir(os.path.join(workdir, "evaluation"), split)
     name = os.path.basename(os.path.normpath(workdir))
     report.write_tables({name: results}, out_dir, config.task_names())
     report.plot_success_rates({name: per_frame}, os.path.join(out_dir, "success_rates.png"))

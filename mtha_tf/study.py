@@ -27,6 +27,7 @@ from absl import app, flags  # noqa: E402
 
 from mtha_tf import atomic_files, evaluate, report, tasks, trainer  # noqa: E402
 from mtha_tf import config as config_lib  # noqa: E402
+from mtha_tf.data.pipeline import list_files  # noqa: E402
 
 
 def combinations(target_task, which="paper"):
@@ -104,6 +105,8 @@ def plot_improvement(gains, title, unit, path):
 def run_study(target_task, which, base_config, study_dir, split="val"):
     """Trains/reuses, evaluates on `split` and reports; returns {run name: results dict}."""
     data_dir = _shared_data_dir(base_config, study_dir)
+    held_out = os.path.join(data_dir, f"{split}-*.tfrecord")
+    list_files(held_out)  # FileNotFoundError now, not after training every combination
     results, per_frame = {}, {}
     for task_names in combinations(target_task, which):
         name = run_name(task_names)
@@ -113,7 +116,7 @@ def run_study(target_task, which, base_config, study_dir, split="val"):
         if target_task in task_names:
             results[name], per_frame[name] = evaluate.evaluate_workdir(workdir, split=split)
 
-    out_dir = os.path.join(study_dir, target_task if split == "val" else f"{target_task}_{split}")
+    out_dir = evaluate.split_dir(os.path.join(study_dir, target_task), split)
     report.write_tables(results, out_dir, [target_task])
     report.plot_success_rates({n: {target_task: e[target_task]} for n, e in per_frame.items()},
                               os.path.join(out_dir, "success_rates.png"))  # fmt: skip
@@ -122,7 +125,6 @@ def run_study(target_task, which, base_config, study_dir, split="val"):
         gains = improvement_per_part(results[target_task], results[best], target_task)
         title = f"{target_task}: {best} vs {target_task} alone"
         plot_improvement(gains, title, report.TABLES[target_task][1], os.path.join(out_dir, "improvement.png"))
-    held_out = os.path.join(data_dir, f"{split}-*.tfrecord")
     summary = {"target_task": target_task, "best_multi_task": best, "held_out": held_out, "results": results}
     atomic_files.write_json(os.path.join(out_dir, "results.json"), summary)
     return results

@@ -96,3 +96,11 @@ def test_all_trains_every_combination_and_tables_those_with_the_target(tiny_stud
     assert sorted(results) == sorted(study.run_name(c) for c in study.combinations("pose2d", "paper"))
     header = (tmp_path / "pose2d" / "pose2d.md").read_text().splitlines()[0]
     assert header.count("|") == 2 + 8 and "| segmentation+depth |" not in header
+
+
+def test_a_split_without_shards_fails_before_any_training(tiny_study, tmp_path, monkeypatch):
+    study_dir, config, _ = tiny_study
+    monkeypatch.setattr(study, "train_combination", lambda config, workdir: pytest.fail("trained before the check"))
+    shared_data = config_lib.load(str(study_dir / "runs" / "pose2d" / "config.json")).data_dir
+    with pytest.raises(FileNotFoundError, match=r"test-\*\.tfrecord"):  # the embedded data has no test clips
+        study.run_study("pose2d", "pose2d", dataclasses.replace(config, data_dir=shared_data), str(tmp_path), "test")
