@@ -58,7 +58,12 @@ def main(argv):
     if not tf.saved_model.contains_saved_model(values.saved_model):
         raise SystemExit(f"error: {values.saved_model}: no SavedModel; expected an export's version folder (E/1)")
     box = [float(v) for v in values.box.split(",")] if values.box else None
-    outputs = run_saved_model(values.saved_model, image_bytes, box)
+    try:
+        outputs = run_saved_model(values.saved_model, image_bytes, box)
+    except tf.errors.InvalidArgumentError as error:  # the graph's checks: a box off the image, an oversized image
+        lines = error.message.splitlines()
+        reason = next((line for line in lines if line.startswith("assertion failed")), lines[0])
+        raise SystemExit(f"error: {values.image}: the model refused it: {reason}") from None
     picture = draw(rgb[..., ::-1], outputs)
     try:
         visualize.write_image(values.out, picture)

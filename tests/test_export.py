@@ -230,6 +230,11 @@ def test_client_and_predict_commands(exported, servers, tmp_path, real_fixtures)
                     f"--out={out}"], check=True, capture_output=True)  # fmt: skip
     picture = cv2.imread(str(out))
     assert picture.shape == (256, 4 * 256, 3), "image + skeleton, parts, depth, 3D side view"
+    off_image = subprocess.run([sys.executable, "-m", "mtha_tf.predict", f"--saved_model={exported[1]}",
+                                f"--image={image}", "--box=5000,5000,6000,6000", f"--out={tmp_path / 'off.png'}"],
+                               capture_output=True, text=True)  # fmt: skip
+    assert off_image.returncode == 1 and "the model refused it: assertion failed: [box]" in off_image.stderr
+    assert "overlap the image" in off_image.stderr and not (tmp_path / "off.png").exists()
 
 
 def test_the_client_names_what_it_could_not_do(tmp_path):
