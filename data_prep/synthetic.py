@@ -151,7 +151,9 @@ def write_clip(paths, seq, rgb, segm, depth, info):
 
 
 def _clip_paths_for(output_dir, split, seed, index):
-    seq = f"{_SPLIT_CODES.get(split, 9)}{seed % 10}_{index + 1:02d}"
+    # The split's digit then the whole seed: `seed % 10` made seeds 1 and 11 share names, and a second run skipped
+    # the other seed's clips as already present.
+    seq = f"{_SPLIT_CODES.get(split, 9)}{seed}_{index + 1:02d}"
     return seq, clip_paths(output_dir, split, seq)
 
 
@@ -186,7 +188,7 @@ def define_flags():
     flags.DEFINE_string("output_dir", None, "Root that receives cmu/<split>/run0/...", required=True)
     flags.DEFINE_integer("num_clips", 10, "Number of clips.", lower_bound=0)
     flags.DEFINE_integer("num_frames", 100, "Frames per clip (SURREAL clips have 100).", lower_bound=1)
-    flags.DEFINE_integer("seed", 0, "Random seed; a clip depends only on (seed, split, index).")
+    flags.DEFINE_integer("seed", 0, "Random seed; a clip depends only on (seed, split, index).", lower_bound=0)
     flags.DEFINE_enum("split", "train", ["train", "val", "test"], "Split folder, as SURREAL's.")
     flags.DEFINE_integer("num_workers", 1, "Parallel processes.", lower_bound=1)
 

@@ -90,6 +90,17 @@ def test_generation_is_deterministic_and_varied():
     assert a[3]["zrot"][0, 0] != c[3]["zrot"][0, 0]
 
 
+def test_seeds_sharing_a_last_digit_write_different_clips(tmp_path):
+    """Clips already on disk are skipped by name: each seed needs its own names (seed % 10 gave 1 and 11 the same)."""
+    assert synthetic.generate(str(tmp_path), num_clips=1, num_frames=1, seed=1) == 1
+    assert synthetic.generate(str(tmp_path), num_clips=1, num_frames=1, seed=11) == 1, "not skipped as present"
+    assert synthetic.generate(str(tmp_path), num_clips=1, num_frames=1, seed=11) == 0, "this one is"
+    infos = sorted(tmp_path.glob("cmu/train/run0/*/*_info.mat"))
+    assert len(infos) == 2
+    zrot = [scipy.io.loadmat(path)["zrot"][0, 0] for path in infos]
+    assert zrot[0] != zrot[1]
+
+
 def test_motion_is_smooth_and_within_joint_limits():
     rng = np.random.default_rng(0)
     angles = body_model.sample_motion(rng, 100)
