@@ -86,8 +86,10 @@ def start_grpc(runner, port=0):
     """Starts the gRPC service; returns (server, bound port)."""
     # TF Serving's model server takes messages up to 2^31 - 1 bytes (gRPC's default of 4 MB refuses one 12-megapixel
     # photo as a PNG): the stand-in must not refuse what the real server serves.
-    unlimited = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), options=unlimited)
+    # And no SO_REUSEPORT (gRPC's default): a second server on a port in use shared it with the first, each answering
+    # some of the calls, instead of failing to start.
+    options = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1), ("grpc.so_reuseport", 0)]
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), options=options)
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionService(runner), server)
     bound = server.add_insecure_port(f"127.0.0.1:{port}")
     server.start()
@@ -159,9 +161,14 @@ def main(argv):
     from absl import flags
 
     values = flags.FLAGS
+    if not tf.saved_model.contains_saved_model(values.saved_model):
+        raise SystemExit(f"error: {values.saved_model}: no SavedModel; expected an export's version folder (E/1)")
     runner = SavedModelRunner(values.saved_model, values.model_name)
-    grpc_server, grpc_port = start_grpc(runner, values.grpc_port)
-    _, rest_port = start_rest(runner, values.rest_port)
+    try:
+        grpc_server, grpc_port = start_grpc(runner, values.grpc_port)
+        _, rest_port = start_rest(runner, values.rest_port)
+    except (RuntimeError, OSError) as error:  # a port in use (gRPC: "Failed to bind"; REST: EADDRINUSE)
+        raise SystemExit(f"error: ports {values.grpc_port} (gRPC) and {values.rest_port} (REST): {error}") from None
     print(f"serving {values.saved_model} as {values.model_name!r}: gRPC 127.0.0.1:{grpc_port}, REST :{rest_port}")
     grpc_server.wait_for_termination()
 

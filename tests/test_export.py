@@ -209,6 +209,8 @@ def test_rest_and_grpc_clients_return_what_the_saved_model_computes(servers):
             np.testing.assert_allclose(outputs[name], value, atol=1e-5, err_msg=f"{type(client).__name__} {name}")
         outputs = client.predict(images, box=box, focal_length=500.0, pelvis_depth=5.0)
         np.testing.assert_allclose(outputs["joints3d"], direct_box["joints3d"], atol=1e-3)
+    with pytest.raises(RuntimeError, match="Failed to bind"):  # not SO_REUSEPORT: a port in use is not shared
+        start_grpc(runner, int(grpc_address.rsplit(":", 1)[1]))
     # A photo's PNG and its full-resolution maps are over gRPC's 4 MB default; TF Serving takes up to 2 GB.
     photo = cv2.imencode(".png", np.random.default_rng(0).integers(0, 256, (1500, 1200, 3), np.uint8))[1].tobytes()
     assert len(photo) > 4 << 20
