@@ -140,7 +140,10 @@ def train(config, workdir, verbose=1):
     if config.data_dir:  # shards missing: an error now, before config.json would make the corrected command "another"
         for pattern in data_patterns(config, workdir):
             list_files(pattern)
-    os.makedirs(workdir, exist_ok=True)
+    try:
+        os.makedirs(workdir, exist_ok=True)
+    except OSError as error:  # a file of that name, no permission
+        raise TrainingFailed(f"--workdir={workdir}: cannot be made a folder ({error.strerror})") from None
     chief = is_chief()
     if chief:
         config_lib.save(config, os.path.join(workdir, "config.json"))

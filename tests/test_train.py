@@ -250,6 +250,12 @@ def test_a_data_dir_without_shards_fails_before_the_work_dir_is_written(tmp_path
     assert not (tmp_path / "run").exists(), "no config.json that would refuse the corrected command"
 
 
+def test_a_work_dir_that_cannot_be_a_folder_is_named(tmp_path):
+    (tmp_path / "notes.txt").write_text("a file, not a folder")
+    with pytest.raises(trainer.TrainingFailed, match=r"--workdir=.*notes\.txt: cannot be made a folder \(File exists"):
+        trainer.train(config_lib.make_config("tiny"), str(tmp_path / "notes.txt"))
+
+
 def test_evaluate_names_a_folder_that_is_not_a_finished_run(tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     command = [sys.executable, "-m", "mtha_tf.evaluate", f"--workdir={tmp_path}"]
