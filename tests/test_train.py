@@ -224,13 +224,14 @@ def test_evaluating_on_the_test_split_keeps_the_validation_tables(killed_and_res
         evaluate.evaluate_workdir(str(workdir), split="test")
     for shard in (workdir / "data" / "records").glob("val-*.tfrecord"):  # SURREAL's layout: <split>-*.tfrecord
         shutil.copy(shard, tmp_path / shard.name.replace("val-", "test-", 1))
+    on_validation, _ = evaluate.evaluate_workdir(str(workdir))
     validation = workdir / "evaluation" / "results.json"
     before = validation.read_bytes()
-    results, _ = evaluate.evaluate_workdir(str(workdir), data_dir=str(tmp_path), split="test")
+    on_test, _ = evaluate.evaluate_workdir(str(workdir), data_dir=str(tmp_path), split="test")
     assert validation.read_bytes() == before
     written = json.loads((workdir / "evaluation_test" / "results.json").read_text())
-    assert written["pose3d"]["mjd_mm"] == pytest.approx(json.loads(before)["pose3d"]["mjd_mm"], rel=1e-4)
-    assert written["num_frames"] == results["num_frames"] > 0
+    assert written["pose3d"]["mjd_mm"] == pytest.approx(on_validation["pose3d"]["mjd_mm"], rel=1e-4)
+    assert written["num_frames"] == on_test["num_frames"] == on_validation["num_frames"] > 0
 
 
 def _free_ports(count):
