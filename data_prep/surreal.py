@@ -97,6 +97,9 @@ def convert(input_dir, output_dir, splits, frame_stride=1, num_workers=1, clips_
     if frame_stride < 1:
         raise ValueError(f"--frame_stride must be >= 1, got {frame_stride}")
     shards = plan_shards(input_dir, splits, clips_per_shard)
+    if not shards:  # a SURREAL root one level off, or splits not downloaded: nothing to convert is not a success
+        raise FileNotFoundError(f"no clips under {os.path.join(input_dir, 'cmu')}/{{{','.join(splits)}}}/run*/<seq>/; "
+                                "expected SURREAL's <seq>_c<NNNN>.mp4, _info.mat, _segm.mat, _depth.mat")  # fmt: skip
     _claim_output_dir(output_dir, {"frame_stride": frame_stride, "clips_per_shard": clips_per_shard}, shards)
     jobs = [
         (output_dir, split, shard, clips, frame_stride)
@@ -194,6 +197,9 @@ def main(argv):
         print(f"error: {error}", file=sys.stderr)
         return 2
     seconds = time.perf_counter() - start
+    for split in FLAGS.splits:
+        if split not in manifest["splits"]:
+            print(f"warning: no {split} clips under {FLAGS.input_dir}/cmu/{split}/", file=sys.stderr)
     frames = sum(r["frames_written"] for r in records)
     busy = sum(r["seconds"] for r in records)
     failed = {name: why for r in records for name, why in r["failed"].items()}

@@ -195,6 +195,10 @@ def test_a_bad_clip_is_named_and_the_others_still_convert(synthetic_root, tmp_pa
 def test_missing_root_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="cmu"):
         converter.convert(str(tmp_path / "nowhere"), str(tmp_path / "out"), ["train"], progress=False)
+    (tmp_path / "root" / "cmu" / "train" / "run0").mkdir(parents=True)  # the layout, but no clips (or other splits')
+    with pytest.raises(FileNotFoundError, match=r"no clips under .*root/cmu/\{val,test\}/run\*/<seq>/"):
+        converter.convert(str(tmp_path / "root"), str(tmp_path / "out"), ["val", "test"], progress=False)
+    assert not (tmp_path / "out").exists(), "nothing converted is not a finished conversion"
 
 
 @pytest.mark.parametrize(
