@@ -22,15 +22,20 @@ def prepare(root, train_clips, val_clips, num_frames, frame_stride, seed=0, num_
     clips_dir, records_dir = os.path.join(root, "surreal"), os.path.join(root, "records")
     synthetic.generate(clips_dir, train_clips, num_frames, seed, "train", num_workers)
     synthetic.generate(clips_dir, val_clips, num_frames, seed + 1000, "val", num_workers)
-    manifest, _ = converter.convert(
-        clips_dir,
-        records_dir,
-        ["train", "val"],
-        frame_stride=frame_stride,
-        num_workers=num_workers,
-        clips_per_shard=max(1, train_clips // 8),
-        progress=False,
-    )
+    try:
+        manifest, _ = converter.convert(
+            clips_dir,
+            records_dir,
+            ["train", "val"],
+            frame_stride=frame_stride,
+            num_workers=num_workers,
+            clips_per_shard=max(1, train_clips // 8),
+            progress=False,
+        )
+    except converter.OtherConversion as error:  # a study dir reused with another preset's amount of data
+        raise converter.OtherConversion(
+            f"the embedded data under {root} is of other settings ({error}); use a new study dir for these settings"
+        ) from None
     failed = {name: why for split in manifest["splits"].values() for name, why in split["failed"].items()}
     if failed or not manifest["complete"]:
         raise RuntimeError(f"converting the embedded data under {root} failed: {failed}")

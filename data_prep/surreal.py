@@ -27,6 +27,10 @@ _PARTS_DIR = "parts"
 _SETTINGS_FILE = "conversion.json"  # what the shards were made with; a restart must make the same ones
 
 
+class OtherConversion(ValueError):
+    """The output dir holds shards made with other settings or from other clips; the message names the difference."""
+
+
 def plan_shards(input_dir, splits, clips_per_shard):
     """[(split, shard name, [Clip])] for every shard of every split, in a fixed order."""
     shards = []
@@ -128,7 +132,7 @@ def _claim_output_dir(output_dir, settings, shards):
             recorded = json.load(f)
         if differences := [f"--{name}={recorded.get(name)} (asked: {value})" for name, value in settings.items()
                            if recorded.get(name) != value]:  # fmt: skip
-            raise ValueError(f"{output_dir} holds shards converted with {', '.join(differences)}; use another "
+            raise OtherConversion(f"{output_dir} holds shards converted with {', '.join(differences)}; use another "
                              "--output_dir, or the same settings to resume")  # fmt: skip
     parts_dir = os.path.join(output_dir, _PARTS_DIR)
     planned = {shard for _, shard, _ in shards}
@@ -136,7 +140,7 @@ def _claim_output_dir(output_dir, settings, shards):
     finished = [name[: -len(".json")] for name in os.listdir(parts_dir)] if os.path.isdir(parts_dir) else []
     if stale := sorted(name for name in finished if name.split("-")[0] in splits and name not in planned):
         shown = ", ".join(stale[:3]) + (", ..." if len(stale) > 3 else "")
-        raise ValueError(f"{output_dir} holds shards of another plan ({shown}): the clips under "
+        raise OtherConversion(f"{output_dir} holds shards of another plan ({shown}): the clips under "
                          "--input_dir changed since they were converted; use another --output_dir")  # fmt: skip
     os.makedirs(parts_dir, exist_ok=True)
     atomic_files.write_json(path, settings)  # every task of a job array writes the same

@@ -139,13 +139,14 @@ def _are_valid_combinations(values):
 
 def main(argv):
     del argv
+    from data_prep.surreal import OtherConversion  # the embedded data's converter, as trainer.data_patterns uses it
     from mtha_tf.config_flags import config_from_flags
 
     values = flags.FLAGS
     try:
         config = config_from_flags(tasks=values.target_task)
         results = run_study(values.target_task, values.combinations, config, values.study_dir, values.split)
-    except (trainer.TrainingFailed, config_lib.ConfigError, FileNotFoundError) as error:  # FileNotFoundError: no shards
+    except (trainer.TrainingFailed, config_lib.ConfigError, FileNotFoundError, OtherConversion) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     key = report.SUMMARY[values.target_task]

@@ -12,8 +12,8 @@ import pytest
 import scipy.io
 import tensorflow as tf
 
+from data_prep import embedded, synthetic
 from data_prep import surreal as converter
-from data_prep import synthetic
 from mtha_tf import atomic_files, surreal
 from mtha_tf.data.schema import parse_example
 
@@ -213,3 +213,11 @@ def test_flags_that_would_convert_nothing_are_refused(tmp_path, flag, words):
     )  # fmt: skip
     assert result.returncode != 0 and words in result.stderr, result.stderr[-2000:]
     assert not (tmp_path / "out").exists()
+
+
+def test_embedded_data_of_other_settings_is_named(tmp_path):
+    """A study dir reused with another preset: the cached embedded data would be converted into a second set of
+    shards; the error names the data's folder and the setting."""
+    embedded.prepare(str(tmp_path), train_clips=3, val_clips=1, num_frames=2, frame_stride=1)
+    with pytest.raises(converter.OtherConversion, match=rf"embedded data under {tmp_path} .*--clips_per_shard=1"):
+        embedded.prepare(str(tmp_path), train_clips=16, val_clips=1, num_frames=2, frame_stride=1)
