@@ -21,7 +21,7 @@ import time
 from absl import app, flags
 
 from data_prep import surreal_clip
-from mtha_tf import atomic_files
+from mtha_tf import atomic_files, surreal
 
 _PARTS_DIR = "parts"
 _SETTINGS_FILE = "conversion.json"  # what the shards were made with; a restart must make the same ones
@@ -171,8 +171,8 @@ def define_flags():
     """Command-line flags; defined only when run as a program, so importing the module stays side-effect free."""
     flags.DEFINE_string("input_dir", None, "SURREAL root (holds cmu/).", required=True)
     flags.DEFINE_string("output_dir", None, "Where shards and manifest.json go.", required=True)
-    flags.DEFINE_list("splits", ["train", "val", "test"], "Splits to convert.")
-    flags.register_validator("splits", lambda v: bool(v) and set(v) <= {"train", "val", "test"},
+    flags.DEFINE_list("splits", list(surreal.SPLITS), "Splits to convert.")
+    flags.register_validator("splits", lambda v: bool(v) and set(v) <= set(surreal.SPLITS),
                              "expected a comma-separated subset of SURREAL's splits: train,val,test")  # fmt: skip
     flags.DEFINE_integer("frame_stride", 1, "Keep frames t with t % frame_stride == 0.", lower_bound=1)
     flags.DEFINE_integer("num_workers", os.cpu_count() or 1, "Parallel processes.", lower_bound=1)

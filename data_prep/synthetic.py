@@ -189,7 +189,7 @@ def define_flags():
     flags.DEFINE_integer("num_clips", 10, "Number of clips.", lower_bound=0)
     flags.DEFINE_integer("num_frames", 100, "Frames per clip (SURREAL clips have 100).", lower_bound=1)
     flags.DEFINE_integer("seed", 0, "Random seed; a clip depends only on (seed, split, index).", lower_bound=0)
-    flags.DEFINE_enum("split", "train", ["train", "val", "test"], "Split folder, as SURREAL's.")
+    flags.DEFINE_enum("split", "train", list(surreal.SPLITS), "Split folder, as SURREAL's.")
     flags.DEFINE_integer("num_workers", 1, "Parallel processes.", lower_bound=1)
 
 

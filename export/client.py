@@ -20,14 +20,23 @@ class ServingError(RuntimeError):
     """The server refused the request; the message is the server's."""
 
 
-def is_box(text):
-    """Whether a --box flag's value is a box: None (the whole image) or four numbers "x0,y0,x1,y1"."""
+def parse_box(text):
+    """A --box flag's value as [x0, y0, x1, y1], or None (the whole image); ValueError unless four numbers."""
     if text is None:
-        return True
+        return None
+    box = [float(v) for v in text.split(",")]
+    if len(box) != 4:
+        raise ValueError(f"expected four numbers, got {text!r}")
+    return box
+
+
+def is_box(text):
+    """The absl validator of --box (parse_box accepts it)."""
     try:
-        return len([float(v) for v in text.split(",")]) == 4
+        parse_box(text)
     except ValueError:
         return False
+    return True
 
 
 def read_image_file(path):
@@ -131,8 +140,8 @@ def main(argv):
     kind = GrpcClient if values.protocol == "grpc" else RestClient
     try:
         images = [read_image_file(path) for path in values.image]
-        box = [float(v) for v in values.box.split(",")] * len(images) if values.box else None
-        outputs = kind(values.server, values.model_name).predict(images, box=box)
+        box = parse_box(values.box)  # one box for every image
+        outputs = kind(values.server, values.model_name).predict(images, box=box and [box] * len(images))
     except (OSError, ServingError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -20,7 +20,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from mtha_tf import atomic_files, evaluation, report, visualize  # noqa: E402
+from mtha_tf import atomic_files, evaluation, report, surreal, visualize  # noqa: E402
 from mtha_tf import config as config_lib  # noqa: E402
 from mtha_tf.data.crop import transform_points  # noqa: E402
 from mtha_tf.model import build_model_for  # noqa: E402
@@ -44,7 +44,7 @@ def load_trained(workdir):
     return config, model
 
 
-SPLITS = ("val", "test")  # SURREAL's held-out splits (the embedded data has no test clips)
+SPLITS = surreal.SPLITS[1:]  # the held-out ones: val and test (the embedded data has no test clips)
 
 
 def held_out_pattern(config, workdir, data_dir=None, split="val"):

@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
-from export.client import is_box, read_image_file
+from export.client import is_box, parse_box, read_image_file
 from mtha_tf import visualize
 
 
@@ -57,7 +57,7 @@ def main(argv):
         raise SystemExit(f"error: {values.image}: not an image OpenCV can read")
     if not tf.saved_model.contains_saved_model(values.saved_model):
         raise SystemExit(f"error: {values.saved_model}: no SavedModel; expected an export's version folder (E/1)")
-    box = [float(v) for v in values.box.split(",")] if values.box else None
+    box = parse_box(values.box)
     try:
         outputs = run_saved_model(values.saved_model, image_bytes, box)
     except tf.errors.InvalidArgumentError as error:  # the graph's checks: a box off the image, an oversized image

@@ -18,8 +18,12 @@ TABLES = {
 SUMMARY = {"pose2d": "pckh", "segmentation": "mean_iou_parts", "depth": "rmse_mm", "pose3d": "mjd_mm"}
 
 
+def _is_number(value):
+    return value is not None and not math.isnan(value)
+
+
 def _mean(per_part, leave_out=()):
-    values = [v for part, v in per_part.items() if part not in leave_out and v is not None and not math.isnan(v)]
+    values = [v for part, v in per_part.items() if part not in leave_out and _is_number(v)]
     return float(np.mean(values)) if values else math.nan
 
 
@@ -58,9 +62,9 @@ def table_rows(task, columns):
     rows = []
     for name, value_of in lines:
         values = [value_of(columns[n][task]) for n in names]
-        finite = [v for v in values if v is not None and not math.isnan(v)]
+        finite = [v for v in values if _is_number(v)]
         best = (max if higher_better else min)(finite) if finite else None
-        cells = [("nan" if v is None or math.isnan(v) else f"{v:.2f}") + ("*" if len(names) > 1 and v == best else "")
+        cells = [(f"{v:.2f}" if _is_number(v) else "nan") + ("*" if len(names) > 1 and v == best else "")
                  for v in values]  # fmt: skip
         rows.append([name, *cells])
     return [f"{task} {label}", *names], rows

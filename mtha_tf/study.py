@@ -105,7 +105,7 @@ def plot_improvement(gains, title, unit, path):
 def run_study(target_task, which, base_config, study_dir, split="val"):
     """Trains/reuses, evaluates on `split` and reports; returns {run name: results dict}."""
     data_dir = _shared_data_dir(base_config, study_dir)
-    held_out = os.path.join(data_dir, f"{split}-*.tfrecord")
+    held_out = evaluate.held_out_pattern(base_config, study_dir, data_dir, split)
     list_files(held_out)  # FileNotFoundError now, not after training every combination
     results, per_frame = {}, {}
     for task_names in combinations(target_task, which):

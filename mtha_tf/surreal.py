@@ -6,6 +6,7 @@ input pipeline, the codecs and the metrics all import them from this one module 
 
 import numpy as np
 
+SPLITS = ("train", "val", "test")  # the folders under cmu/
 FRAME_HEIGHT = 240
 FRAME_WIDTH = 320
 
