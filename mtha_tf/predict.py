@@ -4,7 +4,9 @@ r"""Runs an exported SavedModel on an image and draws what it predicts, for a pe
 
 The picture shows, side by side at the image's size: the image with the 2D skeleton, the part map, the depth map
 (near = warm), and the 3D skeleton seen from the side; panels of tasks the model was not trained on are left out.
-Only TensorFlow is needed to run the model: the SavedModel does its own decoding, cropping and post-processing.
+The image is read upright, as photo viewers show it (OpenCV applies a JPEG's EXIF orientation, which TensorFlow's
+decoders ignore), and those pixels go to the SavedModel's `with_box_uint8` signature, so that a phone photo stored
+sideways is predicted and drawn the way it is seen. The SavedModel does its own cropping and post-processing.
 """
 
 import cv2
@@ -16,15 +18,12 @@ from export.client import is_box, parse_box, read_image_file
 from mtha_tf import visualize
 
 
-def run_saved_model(saved_model_dir, image_bytes, box=None):
-    """Outputs of the SavedModel for one encoded image, as numpy arrays without the batch dimension."""
+def run_saved_model(saved_model_dir, rgb, box=None):
+    """Outputs of the SavedModel for one RGB uint8 image [H, W, 3], as numpy arrays without the batch dimension."""
     model = tf.saved_model.load(saved_model_dir)
-    if box is None:
-        outputs = model.signatures["serving_default"](image_bytes=tf.constant([image_bytes]))
-    else:
-        zero, boxes = tf.zeros([1]), tf.constant([box], tf.float32)
-        outputs = model.signatures["with_box"](image_bytes=tf.constant([image_bytes]), box=boxes, focal_length=zero,
-                                               pelvis_depth=zero)  # fmt: skip
+    zero, boxes = tf.zeros([1]), tf.constant([box or [0.0] * 4], tf.float32)  # a zero box: the whole image
+    outputs = model.signatures["with_box_uint8"](images=tf.constant(rgb[None]), box=boxes, focal_length=zero,
+                                                 pelvis_depth=zero)  # fmt: skip
     return {name: value.numpy()[0] for name, value in outputs.items()}
 
 
@@ -52,19 +51,20 @@ def main(argv):
         image_bytes = read_image_file(values.image)
     except OSError as error:
         raise SystemExit(f"error: {error}") from None
-    rgb = cv2.imdecode(np.frombuffer(image_bytes, np.uint8), cv2.IMREAD_COLOR)
-    if rgb is None:
+    bgr = cv2.imdecode(np.frombuffer(image_bytes, np.uint8), cv2.IMREAD_COLOR)  # upright (EXIF orientation applied)
+    if bgr is None:
         raise SystemExit(f"error: {values.image}: not an image OpenCV can read")
+    rgb = np.ascontiguousarray(bgr[..., ::-1])
     if not tf.saved_model.contains_saved_model(values.saved_model):
         raise SystemExit(f"error: {values.saved_model}: no SavedModel; expected an export's version folder (E/1)")
     box = parse_box(values.box)
     try:
-        outputs = run_saved_model(values.saved_model, image_bytes, box)
-    except tf.errors.InvalidArgumentError as error:  # the graph's checks: a box off the image, an oversized image
+        outputs = run_saved_model(values.saved_model, rgb, box)
+    except tf.errors.InvalidArgumentError as error:  # the graph's check: a box off the image
         lines = error.message.splitlines()
         reason = next((line for line in lines if line.startswith("assertion failed")), lines[0])
         raise SystemExit(f"error: {values.image}: the model refused it: {reason}") from None
-    picture = draw(rgb[..., ::-1], outputs)
+    picture = draw(rgb, outputs)
     try:
         visualize.write_image(values.out, picture)
     except (OSError, ValueError) as error:
@@ -74,7 +74,7 @@ def main(argv):
 
 if __name__ == "__main__":
     flags.DEFINE_string("saved_model", None, "An exported version folder (E/<N>).", required=True)
-    flags.DEFINE_string("image", None, "A JPEG or PNG file.", required=True)
+    flags.DEFINE_string("image", None, "An image file OpenCV reads (JPEG, PNG, ...).", required=True)
     flags.DEFINE_string("out", "prediction.png", "Where to write the picture.")
     flags.DEFINE_string("box", None, "x0,y0,x1,y1 person box in pixels (default: the whole image).")
     flags.register_validator("box", is_box, "expected four numbers, x0,y0,x1,y1")

@@ -2,6 +2,7 @@
 
 import json
 import socket
+import struct
 import subprocess
 import sys
 
@@ -31,6 +32,14 @@ def _png(height, width, seed=0):
 def _jpeg(height, width, seed=1):
     image = cv2.imdecode(np.frombuffer(_png(height, width, seed), np.uint8), cv2.IMREAD_COLOR)
     return cv2.imencode(".jpg", image)[1].tobytes()
+
+
+def _with_exif_orientation(jpeg, orientation):
+    """The JPEG with an EXIF block (APP1, big-endian TIFF, one IFD0 entry) whose Orientation tag is `orientation`,
+    what a phone writes for a photo taken sideways (6: the viewer turns the stored pixels 90 degrees clockwise)."""
+    tiff = b"MM\x00*" + struct.pack(">I", 8) + struct.pack(">HHHIHHI", 1, 0x0112, 3, 1, orientation, 0, 0)
+    exif = b"Exif\x00\x00" + tiff
+    return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(exif) + 2) + exif + jpeg[2:]
 
 
 @pytest.fixture(scope="module")
@@ -232,6 +241,13 @@ def test_client_and_predict_commands(exported, servers, tmp_path, real_fixtures)
                     f"--out={out}"], check=True, capture_output=True)  # fmt: skip
     picture = cv2.imread(str(out))
     assert picture.shape == (256, 4 * 256, 3), "image + skeleton, parts, depth, 3D side view"
+    # A photo stored 48 x 80 that viewers turn upright (EXIF orientation 6) is predicted and drawn as seen, 80 x 48.
+    sideways = tmp_path / "sideways.jpg"
+    sideways.write_bytes(_with_exif_orientation(_jpeg(48, 80), 6))
+    assert cv2.imread(str(sideways)).shape == (80, 48, 3)
+    subprocess.run([sys.executable, "-m", "mtha_tf.predict", f"--saved_model={exported[1]}", f"--image={sideways}",
+                    f"--out={out}"], check=True, capture_output=True)  # fmt: skip
+    assert cv2.imread(str(out)).shape[:2] == (80, 4 * 48)
     off_image = subprocess.run([sys.executable, "-m", "mtha_tf.predict", f"--saved_model={exported[1]}",
                                 f"--image={image}", "--box=5000,5000,6000,6000", f"--out={tmp_path / 'off.png'}"],
                                capture_output=True, text=True)  # fmt: skip
