@@ -19,6 +19,7 @@ from absl import app, flags
 
 from export.serving import ServingModule
 from mtha_tf import atomic_files
+from mtha_tf.absl_logs import without_info_logs
 from mtha_tf.config import ConfigError
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
@@ -64,7 +65,8 @@ def export_model(model, task_names, input_size, export_dir, version=None, model_
     partial = atomic_files.partial_path(final)  # hidden and not a number: TF Serving never loads it as a version
     shutil.rmtree(partial, ignore_errors=True)
     module = ServingModule(model, task_names, input_size)
-    tf.saved_model.save(module, partial, signatures=module.signatures())
+    with without_info_logs():
+        tf.saved_model.save(module, partial, signatures=module.signatures())
     os.makedirs(os.path.join(partial, "assets.extra"), exist_ok=True)
     with tf.io.TFRecordWriter(os.path.join(partial, WARMUP_FILE)) as writer:
         for record in warmup_requests(model_name, input_size):

@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from mtha_tf import atomic_files, losses
 from mtha_tf import config as config_lib
+from mtha_tf.absl_logs import without_info_logs
 from mtha_tf.callbacks import EvaluationCallback, PredictionImages, TerminateOnNaN
 from mtha_tf.data.pipeline import list_files, make_dataset, naming_corrupt_files
 from mtha_tf.evaluation import evaluate, forward_function, headline
@@ -119,7 +120,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.epoch.assign(epoch + 1)
-        self.manager.save(checkpoint_number=epoch + 1)
+        with without_info_logs():
+            self.manager.save(checkpoint_number=epoch + 1)
 
 
 def export_final(workdir):
