@@ -169,7 +169,8 @@ def main(argv):
         _, rest_port = start_rest(runner, values.rest_port)
     except (RuntimeError, OSError) as error:  # a port in use (gRPC: "Failed to bind"; REST: EADDRINUSE)
         raise SystemExit(f"error: ports {values.grpc_port} (gRPC) and {values.rest_port} (REST): {error}") from None
-    print(f"serving {values.saved_model} as {values.model_name!r}: gRPC 127.0.0.1:{grpc_port}, REST :{rest_port}")
+    where = f"gRPC 127.0.0.1:{grpc_port}, REST 127.0.0.1:{rest_port} (loopback only)"
+    print(f"serving {values.saved_model} as {values.model_name!r}: {where}")
     grpc_server.wait_for_termination()
 
 
