@@ -189,8 +189,9 @@ def train(config, workdir, verbose=1):
         keras.callbacks.CSVLogger(os.path.join(own_dir, "history.csv"), append=True),
     ]
     with naming_corrupt_files(train_pattern):
+        # shuffle=False: the dataset shuffles itself (mtha_tf.data.pipeline); Keras' default True only warns on it.
         model.fit(dataset, epochs=config.epochs, steps_per_epoch=config.steps_per_epoch, initial_epoch=initial_epoch,
-                  callbacks=callbacks, verbose=verbose)  # fmt: skip
+                  callbacks=callbacks, verbose=verbose, shuffle=False)  # fmt: skip
     if nan_guard.message:
         raise TrainingFailed(nan_guard.message)
 
