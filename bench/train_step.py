@@ -40,6 +40,19 @@ TARGET_RATIO = 1.3  # the performance issue's target: TensorFlow at 1.3x PyTorch
 NETWORKS = {"all": "pose2d,segmentation,depth,pose3d", "pose2d": "pose2d"}
 
 
+def comma_list(*allowed):
+    """An argparse type: a comma-separated subset of `allowed` as a list ("" is the empty list)."""
+
+    def parse(text):
+        items = [item for item in text.split(",") if item]
+        if unknown := [item for item in items if item not in allowed]:
+            raise argparse.ArgumentTypeError(f"{','.join(unknown)}: expected a comma-separated subset of "
+                                             f"{','.join(allowed)}")  # fmt: skip
+        return items
+
+    return parse
+
+
 def child(args, framework, kind, mode, network, batch_norm="fused"):
     shape = [
         f"--{name}={getattr(args, name)}"
@@ -118,18 +131,26 @@ def main():
     parser.add_argument("--device", default="cpu", choices=("cpu", "gpu"))
     parser.add_argument("--steps", type=int, default=5)
     add_shape_arguments(parser)
-    parser.add_argument("--networks", default="all,pose2d")
+    networks = comma_list(*NETWORKS)
+    parser.add_argument("--networks", type=networks, default="all,pose2d")
     parser.add_argument(
-        "--xla", default="pose2d", help="networks also trained with XLA, in each precision (4 tasks on a CPU: ~9 GB)"
+        "--xla",
+        type=networks,
+        default="pose2d",
+        help="networks also trained with XLA, in each precision (4 tasks on a CPU: ~9 GB)",
     )
-    parser.add_argument("--keras_bn", default="pose2d", help="networks also trained with Keras' BatchNormalization")
+    parser.add_argument("--keras_bn", type=networks, default="pose2d", help="networks also trained with Keras' "
+                        "BatchNormalization")  # fmt: skip
     parser.add_argument(
         "--precisions",
+        type=comma_list("fp32", "bf16", "fp16"),
         help="training precisions, of fp32, bf16 (on a CPU: only with avx512_bf16) and fp16 (GPU); "
         "default fp32,bf16 on the CPU, fp32,fp16,bf16 on a GPU",
     )
-    parser.add_argument("--kinds", default="train,infer", help="what to measure: training steps, inference or both")
-    parser.add_argument("--frameworks", default="tf,torch", help="tf, torch (the peer) or both")
+    parser.add_argument("--kinds", type=comma_list("train", "infer"), default="train,infer",
+                        help="what to measure: training steps, inference or both")  # fmt: skip
+    parser.add_argument("--frameworks", type=comma_list("tf", "torch"), default="tf,torch",
+                        help="tf, torch (the peer) or both")  # fmt: skip
     parser.add_argument(
         "--rounds",
         type=int,
@@ -143,15 +164,16 @@ def main():
     parser.add_argument("--tasks", help=argparse.SUPPRESS)
     parser.add_argument("--batch_norm", default="fused", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.rounds < 1:
-        parser.error(f"--rounds must be at least 1, got {args.rounds}")
+    for name in ("rounds", "steps", "batch_size", "input_size", "features", "num_stacks"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
     if args.child:
         from step_measurements import run_one
 
         return run_one(args)
 
-    frameworks, kinds = args.frameworks.split(","), args.kinds.split(",")
-    precisions = (args.precisions or ("fp32,bf16" if args.device == "cpu" else "fp32,fp16,bf16")).split(",")
+    frameworks, kinds = args.frameworks, args.kinds
+    precisions = args.precisions or (["fp32", "bf16"] if args.device == "cpu" else ["fp32", "fp16", "bf16"])
     # The GEMM reference: on a GPU one process per framework (bench/gemm_peak.py says why), here one for all.
     peaks = {}
     for measured in frameworks if args.device == "gpu" else [",".join(frameworks)]:
@@ -167,10 +189,10 @@ def main():
     print(f"batch {args.batch_size}, {args.input_size} px, {args.num_stacks} stacks, {args.features} features\n")
     print(f"{'network':8} {'what':26} {'TF img/s':>9} {'PyTorch':>9} {'TF/PT':>6} {'TF RSS GiB':>10} "
           f"{'GPU GiB TF/PT':>13} {'%peak':>6} {'1.3x at':>8}")  # fmt: skip
-    for network in args.networks.split(","):
+    for network in args.networks:
         runs = [(mode, "fused") for mode in precisions]
-        runs += [(f"{mode}+xla", "fused") for mode in precisions] if network in args.xla.split(",") else []
-        runs += [(mode, "keras") for mode in precisions] if network in args.keras_bn.split(",") else []
+        runs += [(f"{mode}+xla", "fused") for mode in precisions] if network in args.xla else []
+        runs += [(mode, "keras") for mode in precisions] if network in args.keras_bn else []
         runs = runs if "train" in kinds else []
         described = None  # any result, for the network's FLOPs and parameters
         peer_rounds = {}  # precision: PyTorch's rounds of its row, the peer of the precision's XLA row too
