@@ -14,6 +14,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # noqa: E402
+from arguments import at_least, positive_int  # noqa: E402  (beside this file, on sys.path as a script)
 
 from mtha_tf import losses, tasks  # noqa: E402
 from mtha_tf.config import make_config  # noqa: E402
@@ -37,19 +38,19 @@ def train_step_rate(pattern, batch_size, input_size, steps):
     model = compile_model(config)
     dataset = make_dataset(pattern, tasks.TASKS, training=True, batch_size=batch_size, input_size=input_size)
     dataset = dataset.map(losses.targets_per_output(tasks.TASKS, config.num_stacks)).cache().repeat()
-    model.fit(dataset, steps_per_epoch=1, epochs=1, verbose=0)  # tracing
+    model.fit(dataset, steps_per_epoch=1, epochs=1, verbose=0, shuffle=False)  # tracing
     start = time.perf_counter()
-    model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0)
+    model.fit(dataset, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)
     return steps * batch_size / (time.perf_counter() - start)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", help="TFRecord glob; default: generate synthetic clips")
-    parser.add_argument("--batch_size", type=int, default=5)
-    parser.add_argument("--input_size", type=int, default=256)
-    parser.add_argument("--batches", type=int, default=60)
-    parser.add_argument("--train_steps", type=int, default=4, help="0 skips the training-step reference")
+    parser.add_argument("--batch_size", type=positive_int, default=5)
+    parser.add_argument("--input_size", type=positive_int, default=256)
+    parser.add_argument("--batches", type=positive_int, default=60)
+    parser.add_argument("--train_steps", type=at_least(0), default=4, help="0 skips the training-step reference")
     args = parser.parse_args()
     pattern = args.data
     if not pattern:

@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 
-from step_measurements import add_shape_arguments  # beside this file, on sys.path when run as a script
+from arguments import add_shape_arguments, positive_int, task_list  # beside this file, on sys.path as a script
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -52,15 +52,20 @@ def op_times(xplane_path):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", default="pose2d")
-    parser.add_argument("--mode", default="fp32", help="fp32, bf16 (mixed_bfloat16) or fp16 (mixed_float16)")
-    parser.add_argument("--steps", type=int, default=2, help="profiled steps, after a trace and a warm-up step")
+    parser.add_argument("--tasks", type=task_list, default="pose2d")
+    parser.add_argument(
+        "--mode",
+        default="fp32",
+        choices=("fp32", "bf16", "fp16"),
+        help="fp32, bf16 (mixed_bfloat16) or fp16 (mixed_float16)",
+    )
+    parser.add_argument(
+        "--steps", type=positive_int, default=2, help="profiled steps, after a trace and a warm-up step"
+    )
     add_shape_arguments(parser)
-    parser.add_argument("--top", type=int, default=25, help="op types listed, the costliest first")
+    parser.add_argument("--top", type=positive_int, default=25, help="op types listed, the costliest first")
     parser.add_argument("--logdir", help="where the trace is written (default: a temporary directory)")
     args = parser.parse_args()
-    if args.steps < 1:
-        parser.error(f"--steps must be at least 1, got {args.steps}")
     args.batch_norm = "fused"
 
     from mtha_tf import cpu_runtime

@@ -18,6 +18,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from arguments import positive_int, task_list  # noqa: E402  (beside this file, on sys.path as a script)
 
 from export.saved_model import export_model  # noqa: E402
 from mtha_tf import tasks  # noqa: E402
@@ -36,11 +37,11 @@ def timings(function, repeats):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tasks", default=",".join(tasks.TASKS))
-    parser.add_argument("--features", type=int, default=256)
-    parser.add_argument("--num_stacks", type=int, default=2)
-    parser.add_argument("--input_size", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--tasks", type=task_list, default=",".join(tasks.TASKS))
+    parser.add_argument("--features", type=positive_int, default=256)
+    parser.add_argument("--num_stacks", type=positive_int, default=2)
+    parser.add_argument("--input_size", type=positive_int, default=256)
+    parser.add_argument("--repeats", type=positive_int, default=20)
     args = parser.parse_args()
     task_names = tasks.parse_tasks(args.tasks)
     size = args.input_size

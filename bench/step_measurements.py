@@ -66,14 +66,6 @@ def random_targets(rng, args, names):
     return targets
 
 
-def add_shape_arguments(parser):
-    """The network and batch a measurement runs (the paper's by default), shared by train_step.py and op_profile.py."""
-    parser.add_argument("--batch_size", type=int, default=5)
-    parser.add_argument("--input_size", type=int, default=256)
-    parser.add_argument("--features", type=int, default=256)
-    parser.add_argument("--num_stacks", type=int, default=2)
-
-
 def compiled_tf_model(args, mode):
     """The Keras model of `args` (tasks and shapes) compiled as train.py compiles it, in `mode`: a precision (fp32,
     bf16: mixed_bfloat16, fp16: mixed_float16 with Keras' loss scaling), "+xla" for XLA; with Keras' own

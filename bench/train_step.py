@@ -33,24 +33,11 @@ import statistics
 import subprocess
 import sys
 
-from step_measurements import add_shape_arguments  # beside this file, on sys.path when run as a script
+from arguments import add_shape_arguments, comma_list, positive_int  # beside this file, on sys.path as a script
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 TARGET_RATIO = 1.3  # the performance issue's target: TensorFlow at 1.3x PyTorch's images/s
 NETWORKS = {"all": "pose2d,segmentation,depth,pose3d", "pose2d": "pose2d"}
-
-
-def comma_list(*allowed):
-    """An argparse type: a comma-separated subset of `allowed` as a list ("" is the empty list)."""
-
-    def parse(text):
-        items = [item for item in text.split(",") if item]
-        if unknown := [item for item in items if item not in allowed]:
-            raise argparse.ArgumentTypeError(f"{','.join(unknown)}: expected a comma-separated subset of "
-                                             f"{','.join(allowed)}")  # fmt: skip
-        return items
-
-    return parse
 
 
 def child(args, framework, kind, mode, network, batch_norm="fused"):
@@ -129,7 +116,7 @@ def print_row(network, what, tf_result, torch_result, key, passes, peak, ratios=
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", choices=("cpu", "gpu"))
-    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--steps", type=positive_int, default=5)
     add_shape_arguments(parser)
     networks = comma_list(*NETWORKS)
     parser.add_argument("--networks", type=networks, default="all,pose2d")
@@ -153,7 +140,7 @@ def main():
                         help="tf, torch (the peer) or both")  # fmt: skip
     parser.add_argument(
         "--rounds",
-        type=int,
+        type=positive_int,
         default=1,
         help="pairs of TF and PyTorch runs per row, alternating (medians; use 3+ on shared machines)",
     )
@@ -164,9 +151,6 @@ def main():
     parser.add_argument("--tasks", help=argparse.SUPPRESS)
     parser.add_argument("--batch_norm", default="fused", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    for name in ("rounds", "steps", "batch_size", "input_size", "features", "num_stacks"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
     if args.child:
         from step_measurements import run_one
 
