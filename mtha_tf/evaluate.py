@@ -18,6 +18,7 @@ if __name__ == "__main__":  # forward passes run in one tf.function: oneDNN with
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from mtha_tf import atomic_files, evaluation, report, surreal, visualize  # noqa: E402
@@ -70,8 +71,6 @@ def prediction_grid(forward, config, pattern, path, count=6):
     lifted = None
     if "pose3d" in outputs:
         grid, bins, _ = codecs["pose3d"].decode(outputs["pose3d"])
-        import tensorflow as tf
-
         frame = transform_points(tf.linalg.inv(inputs["heatmap_matrix"]), grid)
         lifted = codecs["pose3d"].lift(frame, bins, inputs["pelvis_depth"], inputs["intrinsics"]).numpy()
     rows = []
