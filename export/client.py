@@ -9,6 +9,7 @@ depth they call the `with_box` signature, else `serving_default`.
 
 import base64
 import json
+import math
 import sys
 import urllib.error
 import urllib.request
@@ -21,12 +22,12 @@ class ServingError(RuntimeError):
 
 
 def parse_box(text):
-    """A --box flag's value as [x0, y0, x1, y1], or None (the whole image); ValueError unless four numbers."""
+    """A --box flag's value as [x0, y0, x1, y1], or None (the whole image); ValueError unless four finite numbers."""
     if text is None:
         return None
     box = [float(v) for v in text.split(",")]
-    if len(box) != 4:
-        raise ValueError(f"expected four numbers, got {text!r}")
+    if len(box) != 4 or not all(math.isfinite(v) for v in box):
+        raise ValueError(f"expected four finite numbers, got {text!r}")
     return box
 
 
@@ -156,6 +157,6 @@ if __name__ == "__main__":
     flags.DEFINE_enum("protocol", "grpc", ["grpc", "rest"], "Which TF Serving API to call.")
     flags.DEFINE_multi_string("image", None, "JPEG or PNG file(s).", required=True)
     flags.DEFINE_string("box", None, "x0,y0,x1,y1 person box in pixels (default: the whole image).")
-    flags.register_validator("box", is_box, "expected four numbers, x0,y0,x1,y1")
+    flags.register_validator("box", is_box, "expected four finite numbers, x0,y0,x1,y1")
     flags.DEFINE_string("model_name", "mtha", "The served model's name.")
     app.run(main)

@@ -5,7 +5,8 @@ Signatures (N images per call; every output only for the tasks the model was tra
 - `serving_default(image_bytes)`: JPEG or PNG strings [N]; the crop is the whole image, the camera SURREAL's.
 - `with_box(image_bytes, box, focal_length, pelvis_depth)`: box [N, 4] = x0, y0, x1, y1 pixels, the square crop of
   side max(x1 - x0, y1 - y0) around the box centre (x1 <= x0 means the whole image); focal_length [N] px (0: SURREAL's
-  600) and pelvis_depth [N] metres (0: 7 m, SURREAL's mean) only scale the x, y of `joints3d`.
+  600) and pelvis_depth [N] metres (0: 7 m, SURREAL's mean) only scale the x, y of `joints3d`. NaN anywhere, a
+  negative focal length or depth, a box off the image: INVALID_ARGUMENT naming it.
 - `with_box_uint8(images, box, focal_length, pelvis_depth)`: the same from uint8 [N, H, W, 3] RGB tensors.
 - `heatmaps(image_bytes, box)`: the raw last-stack outputs plus `heatmap_to_image` [N, 3, 3] (grid -> pixels).
 
@@ -74,15 +75,24 @@ def crop_window(box, height, width):
     """(centre [2], scale) of the square crop around `box` (x0, y0, x1, y1 px; x1 <= x0: the whole image)."""
     size = tf.cast(tf.stack([width, height]), tf.float32)
     whole = tf.concat([[-0.5, -0.5], size - 0.5], 0)
-    box = tf.where(box[2] > box[0], box, whole)
-    finite = tf.reduce_all(tf.math.is_finite(box)) & (box[3] > box[1])
+    finite = tf.reduce_all(tf.math.is_finite(box))  # before the choice below: NaN compares false, a "whole image"
+    given, box = box, tf.where(box[2] > box[0], box, whole)
     inside = (box[0] < size[0] - 0.5) & (box[1] < size[1] - 0.5) & (box[2] > -0.5) & (box[3] > -0.5)
-    check = tf.debugging.Assert(finite & inside, ["box", box, "must have x1 > x0, y1 > y0 and overlap the image of",
-                                                  height, "x", width, "pixels"])  # fmt: skip
+    check = tf.debugging.Assert(finite & (box[3] > box[1]) & inside, [
+        "box", given, "must be finite, have x1 > x0 (x1 <= x0: the whole image), y1 > y0 and overlap the image of",
+        height, "x", width, "pixels"])  # fmt: skip
     with tf.control_dependencies([check]):
         centre = (box[:2] + box[2:]) / 2.0
         # crop_matrix's window is 200 * scale pixels wide (Newell's convention).
         return centre, tf.reduce_max(box[2:] - box[:2]) / 200.0
+
+
+def check_camera(focal_length, pelvis_depth):
+    """The assertion that the camera inputs [N] are finite and >= 0 (0: the default); a NaN or a negative value would
+    otherwise pass as the default unnoticed."""
+    valid = [tf.reduce_all(tf.math.is_finite(v) & (v >= 0.0)) for v in (focal_length, pelvis_depth)]
+    return tf.debugging.Assert(valid[0] & valid[1], ["focal_length", focal_length, "and pelvis_depth", pelvis_depth,
+                                                     "must be finite and >= 0 (0: the default)"])  # fmt: skip
 
 
 class ServingModule(tf.Module):
@@ -158,7 +168,8 @@ class ServingModule(tf.Module):
         return out
 
     def _predict(self, decode, inputs, box, focal_length, pelvis_depth):
-        images, to_heatmap, sizes = self._crop_all(decode, inputs, box)
+        with tf.control_dependencies([check_camera(focal_length, pelvis_depth)]):
+            images, to_heatmap, sizes = self._crop_all(decode, inputs, box)
         raw = self.forward(images)
         return self._decode(raw, to_heatmap, sizes, focal_length, pelvis_depth)
 

@@ -77,5 +77,5 @@ if __name__ == "__main__":
     flags.DEFINE_string("image", None, "An image file OpenCV reads (JPEG, PNG, ...).", required=True)
     flags.DEFINE_string("out", "prediction.png", "Where to write the picture.")
     flags.DEFINE_string("box", None, "x0,y0,x1,y1 person box in pixels (default: the whole image).")
-    flags.register_validator("box", is_box, "expected four numbers, x0,y0,x1,y1")
+    flags.register_validator("box", is_box, "expected four finite numbers, x0,y0,x1,y1")
     app.run(main)

@@ -155,6 +155,11 @@ def _huge_png_header():
     return b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + chunk + struct.pack(">I", zlib.crc32(chunk))
 
 
+def _with_box(box, focal_length=0.0, pelvis_depth=0.0):
+    """The inputs of a `with_box` request for one 40 x 40 image."""
+    return {"image_bytes": [_png(40, 40)], "box": [box], "focal_length": [focal_length], "pelvis_depth": [pelvis_depth]}
+
+
 @pytest.mark.parametrize(
     "inputs, message",
     [
@@ -162,17 +167,12 @@ def _huge_png_header():
         ({"image_bytes": [_truncated_jpeg()]}, "JPEG"),
         ({"image_bytes": [_huge_png_header()]}, "20000"),
         ({"image_bytes": [1.5]}, "expected string"),
-        (
-            {
-                "image_bytes": [_png(40, 40)],
-                "box": [[100.0, 100.0, 200.0, 200.0]],
-                "focal_length": [0.0],
-                "pelvis_depth": [0.0],
-            },
-            "overlap the image",
-        ),  # fmt: skip
+        (_with_box([100.0, 100.0, 200.0, 200.0]), "overlap the image"),
+        # NaN compares false, so these used to pass as "the whole image" and "the default camera" unnoticed.
+        (_with_box([np.nan, 0.0, 30.0, 30.0]), "must be finite"),
+        (_with_box([0.0, 0.0, 0.0, 0.0], focal_length=np.nan, pelvis_depth=-7.0), "must be finite and >= 0"),
     ],
-    ids=["empty", "truncated-jpeg", "20000x20000-png", "wrong-dtype", "box-outside"],
+    ids=["empty", "truncated-jpeg", "20000x20000-png", "wrong-dtype", "box-outside", "nan-box", "bad-camera"],
 )
 def test_bad_input_is_invalid_argument_with_the_reason(servers, inputs, message):
     _, grpc_address, rest_address = servers
@@ -265,8 +265,10 @@ def test_the_client_names_what_it_could_not_do(tmp_path):
     refused = subprocess.run([*command, f"--server=127.0.0.1:{port}"], capture_output=True, text=True)
     assert refused.returncode == 1
     assert f"error: http://127.0.0.1:{port}/v1/models/mtha:predict: " in refused.stderr, refused.stderr[-2000:]
-    bad_box = subprocess.run([*command, "--box=10,20,30"], capture_output=True, text=True)
-    assert bad_box.returncode != 0 and "--box" in bad_box.stderr and "expected four numbers" in bad_box.stderr
+    for box in ("10,20,30", "nan,0,10,10"):
+        bad_box = subprocess.run([*command, f"--box={box}"], capture_output=True, text=True)
+        assert bad_box.returncode != 0 and "--box" in bad_box.stderr, bad_box.stderr
+        assert "expected four finite numbers" in bad_box.stderr
     empty = tmp_path / "empty.jpg"
     empty.write_bytes(b"")
     for path, reason in [(tmp_path / "missing.jpg", "No such file or directory"), (empty, "empty file")]:
