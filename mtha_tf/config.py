@@ -49,6 +49,9 @@ class Config:
         # (learning_rate=-1 ascends; steps_per_epoch=0 is an endless epoch on the repeated dataset).
         if problems := config_problems(self):
             raise ConfigError("; ".join(problems))
+        # One spelling per network: "--tasks=depth,pose2d" and " pose2d,depth" build the same model, and a work dir
+        # of one is resumed by the other (they used to differ in config.json, and the second was refused).
+        self.tasks = ",".join(self.task_names())
 
     def task_names(self):
         return task_table.parse_tasks(self.tasks)

@@ -126,6 +126,9 @@ def test_fit_traces_the_train_step_once():
 def test_presets_and_overrides():
     config = config_lib.make_config("paper", tasks="depth,pose2d", epochs=None)
     assert config.task_names() == ("pose2d", "depth") and config.epochs == 30 and config.batch_size == 5
+    # The same network however its tasks are spelled: a work dir of one resumes with the other.
+    assert config.tasks == "pose2d,depth"
+    assert not config_lib.training_differences(config, config_lib.make_config("paper", tasks=" pose2d ,depth,depth"))
     assert config_lib.PRESETS["paper"].learning_rate == 1e-3 and config_lib.PRESETS["paper"].num_stacks == 2
     with pytest.raises(ValueError, match="subset"):
         config_lib.make_config("tiny", tasks="pose2d,normals")
