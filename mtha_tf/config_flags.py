@@ -1,6 +1,7 @@
 """absl flags for the Config fields a user may override, shared by `train.py` and `python -m mtha_tf.study`."""
 
 import dataclasses
+import os
 import typing
 
 from absl import flags
@@ -42,6 +43,11 @@ def _value_type(annotation):
 
 
 def config_from_flags(flag_values=flags.FLAGS, **fixed):
-    """The Config the parsed flags describe; `fixed` fields win over flags."""
+    """The Config the parsed flags describe; `fixed` fields win over flags. A local --data_dir is made absolute: the
+    work dir's config.json then names the same shards from any folder (evaluating, exporting, resuming from another
+    one; a relative path there read other shards or none), and resuming with the absolute spelling is no "other
+    configuration". URLs (gs://...) stay as given."""
     overrides = {name: flag_values[name].value for name in OVERRIDABLE if name in flag_values and name not in fixed}
+    if (data_dir := overrides.get("data_dir")) and "://" not in data_dir:
+        overrides["data_dir"] = os.path.abspath(data_dir)
     return config_lib.make_config(flag_values.preset, **overrides, **fixed)

@@ -184,6 +184,19 @@ def test_bad_flags_and_config_files_are_errors_naming_them(tmp_path):
     assert evaluated.returncode == 1 and f"error: {config_path}: expected a JSON object" in evaluated.stderr
 
 
+def test_a_local_data_dir_is_recorded_absolute():
+    """config.json then names the same shards from any folder (evaluate, export, resume); URLs stay as given."""
+    flag_values = flags.FlagValues()
+    config_flags.define_config_flags(flag_values=flag_values)
+    for data_dir, recorded in (
+        ("records/", os.path.abspath("records")),
+        ("gs://bucket/records", "gs://bucket/records"),
+    ):
+        flag_values.unparse_flags()
+        flag_values(["train.py", "--preset=tiny", f"--data_dir={data_dir}"])
+        assert config_flags.config_from_flags(flag_values).data_dir == recorded
+
+
 def test_xla_is_keras_auto_unless_a_flag_sets_it():
     """Unset, --jit_compile is Keras' "auto": XLA on one GPU (pose2d trains 1.6x faster on an H100), never on a CPU,
     where it is slower; --jit_compile and --nojit_compile force it either way."""
