@@ -22,6 +22,7 @@ from absl import app, flags
 
 from data_prep import surreal_clip
 from mtha_tf import atomic_files, surreal
+from mtha_tf.data.shards import shard_name
 
 _PARTS_DIR = "parts"
 _SETTINGS_FILE = "conversion.json"  # what the shards were made with; a restart must make the same ones
@@ -38,7 +39,7 @@ def plan_shards(input_dir, splits, clips_per_shard):
         clips = surreal_clip.find_clips(input_dir, split)
         num_shards = max(1, math.ceil(len(clips) / clips_per_shard)) if clips else 0
         for index in range(num_shards):
-            shards.append((split, f"{split}-{index:05d}-of-{num_shards:05d}", clips[index::num_shards]))
+            shards.append((split, shard_name(split, index, num_shards), clips[index::num_shards]))
     return shards
 
 

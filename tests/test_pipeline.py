@@ -132,3 +132,17 @@ def test_no_shards_is_a_clear_error(tmp_path):
         make_dataset(str(tmp_path / "*.tfrecord"), "pose2d", training=True, batch_size=1)
     with pytest.raises(ValueError, match="subset"):
         tasks.parse_tasks("pose2d,normals")
+
+
+def test_part_of_a_shard_set_is_an_error_naming_what_is_missing(tmp_path):
+    """A conversion still running (or one of its array tasks failed) leaves some of `<split>-*-of-N`: reading them
+    would train or evaluate on a fraction of the data without a word."""
+    for index in (0, 2, 4):
+        (tmp_path / f"train-{index:05d}-of-00005.tfrecord").write_bytes(b"")
+    (tmp_path / "val-00000-of-00001.tfrecord").write_bytes(b"")
+    message = r"train-\*-of-00005.tfrecord: 3 of 5 shards \(missing train-00001-of-00005, train-00003-of-00005\)"
+    with pytest.raises(FileNotFoundError, match=message):
+        make_dataset(str(tmp_path / "train-*.tfrecord"), "pose2d", training=True, batch_size=1)
+    make_dataset(str(tmp_path / "val-*.tfrecord"), "pose2d", training=False, batch_size=1)  # a whole set is read
+    (tmp_path / "mine.tfrecord").write_bytes(b"")  # files not named as shards are the user's own: not checked
+    make_dataset(str(tmp_path / "mine.tfrecord"), "pose2d", training=False, batch_size=1)

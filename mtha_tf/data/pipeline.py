@@ -7,6 +7,7 @@ import tensorflow as tf
 from mtha_tf import tasks
 from mtha_tf.data import augment, schema
 from mtha_tf.data.sample import make_sample
+from mtha_tf.data.shards import missing_shards
 
 
 class CorruptRecordError(ValueError):
@@ -19,6 +20,14 @@ def list_files(file_pattern):
     files = sorted({f for p in patterns for f in tf.io.gfile.glob(p)})
     if not files:
         raise FileNotFoundError(f"no TFRecord shards match {file_pattern!r}")
+    # Part of a set (data_prep.surreal still converting, or one of its tasks failed) would train or evaluate on a
+    # fraction of the data without a word.
+    if incomplete := missing_shards(files):
+        pattern, found, count, absent = incomplete[0]
+        shown = ", ".join(absent[:3]) + (f" and {len(absent) - 3} more" if len(absent) > 3 else "")
+        raise FileNotFoundError(f"{pattern}: {found} of {count} shards (missing {shown}); is the conversion still "
+                                "running, or did a task of it fail? Its manifest.json says complete: true when "
+                                "every shard is written")  # fmt: skip
     return files
 
 
