@@ -178,12 +178,26 @@ def make_config(preset="paper", **overrides):
 EXECUTION_FIELDS = ("jit_compile", "export")
 
 
+def trains_longer(saved, config):
+    """Whether `config` continues the run `saved` describes for more epochs: with the paper's constant learning rate
+    the first epochs of a longer run are the shorter run, so a finished run trains on from its last checkpoint. (A
+    cosine schedule spans the whole run: other epochs are another schedule from the first step.)"""
+    return config.epochs > saved.epochs and saved.lr_schedule == config.lr_schedule == "constant"
+
+
 def training_differences(saved, config):
     """["field: saved value -> config's value", ...] for the fields that change what is trained (EXECUTION_FIELDS
-    aside); empty when `config` trains what `saved` describes."""
+    aside, and more epochs where they continue the run); empty when `config` trains what `saved` describes."""
     names = [f.name for f in dataclasses.fields(Config) if f.name not in EXECUTION_FIELDS]
-    return [f"{name}: {getattr(saved, name)!r} -> {getattr(config, name)!r}"
-            for name in names if getattr(saved, name) != getattr(config, name)]  # fmt: skip
+    if trains_longer(saved, config):
+        names.remove("epochs")
+    differences = {name: f"{name}: {getattr(saved, name)!r} -> {getattr(config, name)!r}"
+                   for name in names if getattr(saved, name) != getattr(config, name)}  # fmt: skip
+    if "epochs" in differences and config.epochs > saved.epochs:
+        differences["epochs"] += (
+            " (more epochs train on only with the constant learning rate; a cosine schedule spans the run)"
+        )
+    return list(differences.values())
 
 
 def differing_run(path, config):

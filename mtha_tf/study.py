@@ -14,6 +14,7 @@ continues the study.
 
 import dataclasses
 import itertools
+import json
 import math
 import os
 import sys
@@ -63,11 +64,18 @@ def _shared_data_dir(config, study_dir):
 
 
 def train_combination(config, workdir):
-    """Trains unless `workdir` already holds a finished run of the same config (an unfinished one resumes)."""
+    """Trains unless `workdir` already holds a finished run of the same config (an unfinished one resumes, a finished
+    one with fewer epochs trains on)."""
     if why := config_lib.differing_run(os.path.join(workdir, "config.json"), config):
         raise trainer.TrainingFailed(f"{why}; use a new --study_dir for this one")
-    if not os.path.exists(os.path.join(workdir, "metrics.json")):
+    metrics_path = os.path.join(workdir, "metrics.json")  # written last: the epochs of the last finished training
+    if not os.path.exists(metrics_path) or _read_json(metrics_path).get("epochs") != config.epochs:
         trainer.train(config, workdir)
+
+
+def _read_json(path):
+    with open(path) as f:
+        return json.load(f)
 
 
 def improvement_per_part(single, multi, task):

@@ -124,13 +124,15 @@ class EpochCheckpoint(keras.callbacks.Callback):
             self.manager.save(checkpoint_number=epoch + 1)
 
 
-def export_final(workdir):
-    """The SavedModel of the final weights as version 1 under workdir/export (TF Serving's base path)."""
+def export_final(workdir, epochs):
+    """The SavedModel of the final weights under workdir/export (TF Serving's base path), as version `epochs`: a run
+    trained on to more epochs adds a newer version, which TF Serving serves in place of the older one, and a
+    finished run started again finds its export there."""
     from export.saved_model import export_workdir
 
     export_dir = os.path.join(workdir, "export")
-    existing = os.path.join(export_dir, "1")
-    return existing if os.path.isdir(existing) else export_workdir(workdir, export_dir, version=1)
+    existing = os.path.join(export_dir, str(epochs))
+    return existing if os.path.isdir(existing) else export_workdir(workdir, export_dir, version=epochs)
 
 
 def train(config, workdir, verbose=1):
@@ -213,6 +215,6 @@ def train(config, workdir, verbose=1):
         with atomic_files.replacing(os.path.join(workdir, "final.weights.h5")) as partial:
             model.save_weights(partial)
         if config.export:
-            summary["export"] = export_final(workdir)
+            summary["export"] = export_final(workdir, config.epochs)
         atomic_files.write_json(os.path.join(workdir, "metrics.json"), summary)  # written last: it marks a finished run
     return summary

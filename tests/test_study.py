@@ -76,9 +76,15 @@ def test_the_study_numbers_equal_evaluate_and_a_second_run_reuses_the_models(tin
     # or --[no]export goes on.
     executed_otherwise = dataclasses.replace(config, jit_compile=not config.jit_compile, export=not config.export)
     study.run_study("pose2d", "pose2d", executed_otherwise, str(study_dir))
-    with pytest.raises(trainer.TrainingFailed, match=r"another configuration \(epochs: 1 -> 2\)"):
-        changed = config_lib.make_config("tiny", epochs=2, steps_per_epoch=2, export=False)
+    with pytest.raises(trainer.TrainingFailed, match=r"another configuration \(steps_per_epoch: 2 -> 3\)"):
+        changed = config_lib.make_config("tiny", epochs=1, steps_per_epoch=3, export=False)
         study.run_study("pose2d", "pose2d", changed, str(study_dir))
+    # More epochs at the constant learning rate continue the finished combination instead of refusing it.
+    trained_on = []
+    monkeypatch.setattr(trainer, "train", lambda config, workdir: trained_on.append((os.path.basename(workdir),
+                                                                                      config.epochs)))  # fmt: skip
+    study.run_study("pose2d", "pose2d", dataclasses.replace(config, epochs=2), str(study_dir))
+    assert trained_on == [("pose2d", 2)]
 
 
 def test_all_trains_every_combination_and_tables_those_with_the_target(tiny_study, tmp_path, monkeypatch):

@@ -1,5 +1,6 @@
 """train.py end to end at tiny scale: what the work dir holds, kill -9 and resume, NaN guard, config."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -76,13 +77,34 @@ def test_a_work_dir_of_another_configuration_is_refused_untouched(killed_and_res
     assert {name: (workdir / name).read_bytes() for name in before} == before
 
 
+def test_a_finished_run_trains_on_to_more_epochs(killed_and_resumed, tmp_path):
+    """With the constant learning rate, --epochs=4 on a finished 3-epoch run trains the fourth epoch from the last
+    checkpoint and exports it as version 4 beside version 3 (TF Serving serves the newer); fewer epochs, or more under
+    a cosine schedule (it spans the run), are another configuration."""
+    workdir = tmp_path / "run"
+    shutil.copytree(killed_and_resumed[0], workdir)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    longer = subprocess.run(_train_command(workdir, "--epochs=4"), cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=600)  # fmt: skip
+    assert longer.returncode == 0, longer.stdout[-3000:] + longer.stderr[-3000:]
+    assert "Epoch 4/4" in longer.stdout and "Epoch 3/4" not in longer.stdout
+    assert _checkpoint_epoch(workdir) == 4 and json.loads((workdir / "metrics.json").read_text())["epochs"] == 4
+    assert sorted(p.name for p in (workdir / "export").iterdir() if p.name.isdigit()) == ["3", "4"]
+    saved = config_lib.load(str(workdir / "config.json"))
+    assert saved.epochs == 4
+    assert config_lib.training_differences(saved, dataclasses.replace(saved, epochs=3)) == ["epochs: 4 -> 3"]
+    cosine = dataclasses.replace(saved, lr_schedule="cosine")
+    [difference] = config_lib.training_differences(cosine, dataclasses.replace(cosine, epochs=5))
+    assert difference.startswith("epochs: 4 -> 5 (") and "a cosine schedule spans the run" in difference
+
+
 def test_the_work_dir_holds_everything_a_run_makes(killed_and_resumed):
     workdir, _, second = killed_and_resumed
     config = config_lib.load(str(workdir / "config.json"))
     assert config.epochs == 3 and config.features == 32 and config.task_names() == ("pose2d", "segmentation",
                                                                                    "depth", "pose3d")  # fmt: skip
     assert (workdir / "final.weights.h5").exists() and (workdir / "history.csv").exists()
-    assert (workdir / "export" / "1" / "saved_model.pb").exists() and (workdir / "export" / "models.config").exists()
+    assert (workdir / "export" / "3" / "saved_model.pb").exists() and (workdir / "export" / "models.config").exists()
     assert list((workdir / "logs").rglob("events.out.tfevents*")), "TensorBoard logs"
     metrics = json.loads((workdir / "metrics.json").read_text())
     assert set(metrics["trained"]) >= {"pose2d", "segmentation", "depth", "pose3d", "num_frames"}
