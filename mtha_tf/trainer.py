@@ -21,9 +21,33 @@ class TrainingFailed(RuntimeError):
     says why."""
 
 
+def cluster_config():
+    """TF_CONFIG as a dict ({} when unset), checked: a cluster's launcher that sets it wrong gets an error naming the
+    variable and what is wrong, not a traceback from deep in tf.distribute."""
+    text = os.environ.get("TF_CONFIG", "")
+    if not text:
+        return {}
+    try:
+        config = json.loads(text)
+    except ValueError as error:
+        raise TrainingFailed(f"TF_CONFIG: not JSON ({error})") from None
+    cluster = config.get("cluster") if isinstance(config, dict) else None
+    task = config.get("task", {}) if isinstance(config, dict) else None
+    if not isinstance(cluster, dict) or not all(isinstance(v, list) and v for v in cluster.values()) or not cluster:
+        raise TrainingFailed('TF_CONFIG: expected {"cluster": {"worker": ["host:port", ...], ...}, "task": {"type": '
+                             f'..., "index": ...}}}}, got {text!r}')  # fmt: skip
+    if not isinstance(task, dict) or task.get("type") not in cluster:
+        raise TrainingFailed(f"TF_CONFIG: task {task!r} is not of a job in the cluster ({sorted(cluster)})")
+    index = task.get("index", 0)
+    if not isinstance(index, int) or not 0 <= index < len(cluster[task["type"]]):
+        raise TrainingFailed(f"TF_CONFIG: task index {index!r} is not one of the {len(cluster[task['type']])} "
+                             f"{task['type']} addresses")  # fmt: skip
+    return config
+
+
 def make_strategy():
     """MultiWorkerMirrored when TF_CONFIG describes a cluster, Mirrored with several GPUs, else the default."""
-    if os.environ.get("TF_CONFIG"):
+    if cluster_config():
         return tf.distribute.MultiWorkerMirroredStrategy()
     if len(tf.config.list_logical_devices("GPU")) > 1:
         return tf.distribute.MirroredStrategy()
@@ -31,9 +55,9 @@ def make_strategy():
 
 
 def is_chief():
-    cluster = json.loads(os.environ.get("TF_CONFIG", "{}"))
-    task = cluster.get("task", {})
-    has_chief = "chief" in cluster.get("cluster", {})
+    config = cluster_config()
+    task = config.get("task", {})
+    has_chief = "chief" in config.get("cluster", {})
     return not task or task.get("type") == "chief" or (not has_chief and task.get("index", 0) == 0)
 
 
@@ -144,6 +168,7 @@ def train(config, workdir, verbose=1):
     if config.data_dir:  # shards missing: an error now, before config.json would make the corrected command "another"
         for pattern in data_patterns(config, workdir):
             list_files(pattern)
+    cluster_config()  # a bad TF_CONFIG, before anything is written
     try:
         os.makedirs(workdir, exist_ok=True)
     except OSError as error:  # a file of that name, no permission

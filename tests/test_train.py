@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -309,6 +310,27 @@ def test_evaluate_names_a_folder_that_is_not_a_finished_run(tmp_path):
     unfinished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert unfinished.returncode == 1
     assert f"error: {tmp_path / 'final.weights.h5'}: no final weights" in unfinished.stderr
+
+
+ONE_WORKER = '{"cluster": {"worker": ["localhost:1"]}, "task": {"type": %s}}'
+
+
+@pytest.mark.parametrize(
+    "tf_config, message",
+    [
+        ("{bad", "TF_CONFIG: not JSON"),
+        (ONE_WORKER % '"worker", "index": 3', "TF_CONFIG: task index 3 is not one of the 1 worker addresses"),
+        (ONE_WORKER % '"ps", "index": 0', "is not of a job in the cluster"),
+        ("[1]", "TF_CONFIG: expected {"),
+    ],
+)
+def test_a_bad_tf_config_is_named_before_anything_is_written(tf_config, message, tmp_path, monkeypatch):
+    """A cluster launcher's mistake is an error naming TF_CONFIG (train.py: `error: ...`, exit 1), not a traceback from
+    tf.distribute after the work dir was made."""
+    monkeypatch.setenv("TF_CONFIG", tf_config)
+    with pytest.raises(trainer.TrainingFailed, match=re.escape(message)):
+        trainer.train(config_lib.make_config("tiny"), str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
 
 
 def test_two_workers_on_loopback_finish_with_identical_weights(tmp_path):
