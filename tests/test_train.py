@@ -1,4 +1,4 @@
-"""train.py end to end at tiny scale: what the work dir holds, kill -9 and resume, NaN guard, config."""
+"""train.py end to end at tiny scale: what the work dir holds, kill -9 and resume, training on, NaN guard, bad input."""
 
 import dataclasses
 import json
@@ -15,10 +15,9 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from absl import flags
 
 from mtha_tf import config as config_lib
-from mtha_tf import config_flags, evaluate, losses, trainer
+from mtha_tf import evaluate, losses, trainer
 from mtha_tf.callbacks import TerminateOnNaN
 from mtha_tf.model import build_model_for
 from tests.conftest import REPO, random_batch
@@ -146,44 +145,6 @@ def test_fit_traces_the_train_step_once():
     assert np.isfinite(history.history["loss"]).all()
 
 
-def test_presets_and_overrides():
-    config = config_lib.make_config("paper", tasks="depth,pose2d", epochs=None)
-    assert config.task_names() == ("pose2d", "depth") and config.epochs == 30 and config.batch_size == 5
-    # The same network however its tasks are spelled: a work dir of one resumes with the other.
-    assert config.tasks == "pose2d,depth"
-    assert not config_lib.training_differences(config, config_lib.make_config("paper", tasks=" pose2d ,depth,depth"))
-    assert config_lib.PRESETS["paper"].learning_rate == 1e-3 and config_lib.PRESETS["paper"].num_stacks == 2
-    with pytest.raises(ValueError, match="subset"):
-        config_lib.make_config("tiny", tasks="pose2d,normals")
-    with pytest.raises(ValueError, match="preset"):
-        config_lib.make_config("huge")
-    assert np.isfinite(config_lib.PRESETS["small"].learning_rate)
-    assert (
-        config_lib.PRESETS["paper"].lr_schedule == "constant"
-        and config_lib.PRESETS["paper"].depth_background_weight == 1
-    )
-    with pytest.raises(ValueError, match="lr_schedule"):
-        config_lib.make_config("tiny", lr_schedule="linear")
-
-
-@pytest.mark.parametrize(
-    "overrides, message",
-    [
-        ({"batch_size": 0}, "batch_size: expected a positive integer, got 0"),
-        ({"steps_per_epoch": 0}, "steps_per_epoch: expected a positive integer"),  # an endless first epoch
-        ({"learning_rate": -1e-3}, "learning_rate: expected a positive number"),  # gradient ascent, silently
-        ({"input_size": 100}, r"input_size: expected a multiple of 64 \(4 x 2\^hourglass_depth\), got 100"),
-        ({"features": 1}, "features: expected an integer >= 2"),
-        ({"depth_background_weight": float("nan")}, "depth_background_weight: expected a positive number"),
-        ({"task_weights": {"normals": 1}}, "task_weights: expected a dict from tasks"),
-        ({"epochs": 0, "num_stacks": 0}, "num_stacks: expected a positive integer, got 0; epochs: expected"),
-    ],
-)
-def test_a_configuration_training_cannot_use_is_refused_naming_the_field(overrides, message):
-    with pytest.raises(config_lib.ConfigError, match=message):
-        config_lib.make_config("paper", **overrides)
-
-
 def test_bad_flags_and_config_files_are_errors_naming_them(tmp_path):
     """Bad values fail before anything is built or written, as 'error: <field>: expected ...' with exit status 1,
     from the flags and from a work dir's config.json alike."""
@@ -205,36 +166,6 @@ def test_bad_flags_and_config_files_are_errors_naming_them(tmp_path):
     evaluated = subprocess.run([sys.executable, "-m", "mtha_tf.evaluate", f"--workdir={tmp_path}"], env=env,
                                capture_output=True, text=True, timeout=300)  # fmt: skip
     assert evaluated.returncode == 1 and f"error: {config_path}: expected a JSON object" in evaluated.stderr
-
-
-def test_a_local_data_dir_is_recorded_absolute():
-    """config.json then names the same shards from any folder (evaluate, export, resume); URLs stay as given."""
-    flag_values = flags.FlagValues()
-    config_flags.define_config_flags(flag_values=flag_values)
-    for data_dir, recorded in (
-        ("records/", os.path.abspath("records")),
-        ("gs://bucket/records", "gs://bucket/records"),
-    ):
-        flag_values.unparse_flags()
-        flag_values(["train.py", "--preset=tiny", f"--data_dir={data_dir}"])
-        assert config_flags.config_from_flags(flag_values).data_dir == recorded
-
-
-def test_xla_is_keras_auto_unless_a_flag_sets_it():
-    """Unset, --jit_compile is Keras' "auto": XLA on one GPU (pose2d trains 1.6x faster on an H100), never on a CPU,
-    where it is slower; --jit_compile and --nojit_compile force it either way."""
-    flag_values = flags.FlagValues()
-    config_flags.define_config_flags(flag_values=flag_values)
-    by_flag = {}
-    for argv in ([], ["--jit_compile"], ["--nojit_compile"]):
-        flag_values.unparse_flags()
-        flag_values(["train.py", "--preset=tiny", *argv])
-        by_flag[tuple(argv)] = config_flags.config_from_flags(flag_values).jit_compile
-    assert by_flag == {(): None, ("--jit_compile",): True, ("--nojit_compile",): False}
-    one_gpu = len(tf.config.list_physical_devices("GPU")) == 1
-    for jit_compile, expected in ((None, one_gpu), (True, True), (False, False)):
-        model = trainer.compile_model(config_lib.make_config("tiny", tasks="pose2d", jit_compile=jit_compile))
-        assert model.jit_compile is expected
 
 
 def test_evaluate_writes_tables_plots_and_matches_the_training_metrics(killed_and_resumed):
