@@ -6,7 +6,7 @@ this server. It answers like TF Serving: gRPC `tensorflow.serving.PredictionServ
 column ("inputs") format; inputs that do not match the signature, and inputs the graph rejects, are INVALID_ARGUMENT
 (HTTP 400) with the reason.
 
-    python -m export.local_server --saved_model=E/1 [--grpc_port=8500] [--rest_port=8501]
+    python -m export.local_server --saved_model=E [--grpc_port=8500] [--rest_port=8501]   # E or E/<version>
 """
 
 import base64
@@ -24,6 +24,8 @@ import grpc  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: E402
+
+from export.saved_model import resolve_version  # noqa: E402
 
 
 class InvalidRequest(ValueError):
@@ -161,23 +163,26 @@ def main(argv):
     from absl import flags
 
     values = flags.FLAGS
-    if not tf.saved_model.contains_saved_model(values.saved_model):
-        raise SystemExit(f"error: {values.saved_model}: no SavedModel; expected an export's version folder (E/1)")
-    runner = SavedModelRunner(values.saved_model, values.model_name)
+    try:
+        saved_model = resolve_version(values.saved_model)
+    except FileNotFoundError as error:
+        raise SystemExit(f"error: {error}") from None
+    runner = SavedModelRunner(saved_model, values.model_name)
     try:
         grpc_server, grpc_port = start_grpc(runner, values.grpc_port)
         _, rest_port = start_rest(runner, values.rest_port)
     except (RuntimeError, OSError) as error:  # a port in use (gRPC: "Failed to bind"; REST: EADDRINUSE)
         raise SystemExit(f"error: ports {values.grpc_port} (gRPC) and {values.rest_port} (REST): {error}") from None
     where = f"gRPC 127.0.0.1:{grpc_port}, REST 127.0.0.1:{rest_port} (loopback only)"
-    print(f"serving {values.saved_model} as {values.model_name!r}: {where}")
+    print(f"serving {saved_model} as {values.model_name!r}: {where}")
     grpc_server.wait_for_termination()
 
 
 if __name__ == "__main__":
     from absl import app, flags
 
-    flags.DEFINE_string("saved_model", None, "A SavedModel version folder (E/<N>).", required=True)
+    flags.DEFINE_string("saved_model", None, "An export (E: its highest version, as TF Serving) or a version "
+                        "folder (E/<N>).", required=True)  # fmt: skip
     flags.DEFINE_string("model_name", "mtha", "The model name the server answers to.")
     flags.DEFINE_integer("grpc_port", 8500, "gRPC port (TF Serving's default).")
     flags.DEFINE_integer("rest_port", 8501, "REST port (TF Serving's default).")

@@ -25,9 +25,23 @@ from mtha_tf.config import ConfigError
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 
 
+def _versions(export_dir):
+    """The numbered version folders' numbers under a base path, highest first."""
+    names = os.listdir(export_dir) if os.path.isdir(export_dir) else []
+    return sorted((int(name) for name in names if name.isdigit()), reverse=True)
+
+
 def next_version(export_dir):
-    versions = [int(name) for name in os.listdir(export_dir) if name.isdigit()] if os.path.isdir(export_dir) else []
-    return max(versions, default=0) + 1
+    return max(_versions(export_dir), default=0) + 1
+
+
+def resolve_version(path):
+    """`path` if it holds a SavedModel, else its highest version folder that does (what TF Serving serves from a base
+    path: a training run's `W/export` holds `W/export/<epochs>`); FileNotFoundError naming `path` otherwise."""
+    for candidate in [path] + [os.path.join(path, str(version)) for version in _versions(path)]:
+        if tf.saved_model.contains_saved_model(candidate):
+            return candidate
+    raise FileNotFoundError(f"{path}: no SavedModel; expected an export's base folder (E) or a version folder (E/<N>)")
 
 
 def warmup_requests(model_name, input_size):

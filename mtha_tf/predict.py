@@ -1,6 +1,6 @@
 r"""Runs an exported SavedModel on an image and draws what it predicts, for a person to look at.
 
-    python -m mtha_tf.predict --saved_model=E/1 --image=x.jpg --out=viz.png [--box=x0,y0,x1,y1]
+    python -m mtha_tf.predict --saved_model=E --image=x.jpg --out=viz.png [--box=x0,y0,x1,y1]   # E or E/<version>
 
 The picture shows, side by side at the image's size: the image with the 2D skeleton, the part map, the depth map
 (near = warm), and the 3D skeleton seen from the side; panels of tasks the model was not trained on are left out.
@@ -15,6 +15,7 @@ import tensorflow as tf
 from absl import app, flags
 
 from export.client import is_box, parse_box, read_image_file
+from export.saved_model import resolve_version
 from mtha_tf import visualize
 
 
@@ -55,11 +56,13 @@ def main(argv):
     if bgr is None:
         raise SystemExit(f"error: {values.image}: not an image OpenCV can read")
     rgb = np.ascontiguousarray(bgr[..., ::-1])
-    if not tf.saved_model.contains_saved_model(values.saved_model):
-        raise SystemExit(f"error: {values.saved_model}: no SavedModel; expected an export's version folder (E/1)")
+    try:
+        saved_model = resolve_version(values.saved_model)
+    except FileNotFoundError as error:
+        raise SystemExit(f"error: {error}") from None
     box = parse_box(values.box)
     try:
-        outputs = run_saved_model(values.saved_model, rgb, box)
+        outputs = run_saved_model(saved_model, rgb, box)
     except tf.errors.InvalidArgumentError as error:  # the graph's check: a box off the image
         lines = error.message.splitlines()
         reason = next((line for line in lines if line.startswith("assertion failed")), lines[0])
@@ -69,11 +72,12 @@ def main(argv):
         visualize.write_image(values.out, picture)
     except (OSError, ValueError) as error:
         raise SystemExit(f"error: {error}") from None
-    print(f"wrote {values.out}")
+    print(f"wrote {values.out} (model {saved_model})")
 
 
 if __name__ == "__main__":
-    flags.DEFINE_string("saved_model", None, "An exported version folder (E/<N>).", required=True)
+    flags.DEFINE_string("saved_model", None, "An export (E: its highest version) or a version folder (E/<N>).",
+                        required=True)  # fmt: skip
     flags.DEFINE_string("image", None, "An image file OpenCV reads (JPEG, PNG, ...).", required=True)
     flags.DEFINE_string("out", "prediction.png", "Where to write the picture.")
     flags.DEFINE_string("box", None, "x0,y0,x1,y1 person box in pixels (default: the whole image).")

@@ -15,7 +15,7 @@ import tensorflow as tf
 from export.client import GrpcClient, RestClient, ServingError
 from export.fold_batch_norm import foldable_pairs
 from export.local_server import SavedModelRunner, start_grpc, start_rest
-from export.saved_model import WARMUP_FILE, export_model
+from export.saved_model import WARMUP_FILE, export_model, resolve_version
 from export.serving import ServingModule, decode_image
 from mtha_tf import tasks
 from mtha_tf.model import build_model
@@ -253,6 +253,17 @@ def test_client_and_predict_commands(exported, servers, tmp_path, real_fixtures)
                                capture_output=True, text=True)  # fmt: skip
     assert off_image.returncode == 1 and "the model refused it: assertion failed: [box]" in off_image.stderr
     assert "overlap the image" in off_image.stderr and not (tmp_path / "off.png").exists()
+
+
+def test_a_base_folder_resolves_to_its_highest_saved_model_version(exported, tmp_path):
+    """As TF Serving serves a base path: predict and the local server take `W/export` (a training run writes
+    `W/export/<epochs>`), a version folder as given; folders that hold no SavedModel are passed over."""
+    (tmp_path / "1").symlink_to(exported[1], target_is_directory=True)
+    (tmp_path / "7").mkdir()  # an unfinished copy, say: no saved_model.pb
+    assert resolve_version(str(tmp_path)) == str(tmp_path / "1")
+    assert resolve_version(exported[1]) == exported[1]
+    with pytest.raises(FileNotFoundError, match=f"{tmp_path / '7'}: no SavedModel; expected an export's base folder"):
+        resolve_version(str(tmp_path / "7"))
 
 
 def test_the_client_names_what_it_could_not_do(tmp_path):
