@@ -31,9 +31,9 @@ def cluster_config():
         config = json.loads(text)
     except ValueError as error:
         raise TrainingFailed(f"TF_CONFIG: not JSON ({error})") from None
-    cluster = config.get("cluster") if isinstance(config, dict) else None
-    task = config.get("task", {}) if isinstance(config, dict) else None
-    if not isinstance(cluster, dict) or not all(isinstance(v, list) and v for v in cluster.values()) or not cluster:
+    fields = config if isinstance(config, dict) else {}
+    cluster, task = fields.get("cluster"), fields.get("task", {})
+    if not isinstance(cluster, dict) or not cluster or not all(isinstance(v, list) and v for v in cluster.values()):
         raise TrainingFailed('TF_CONFIG: expected {"cluster": {"worker": ["host:port", ...], ...}, "task": {"type": '
                              f'..., "index": ...}}}}, got {text!r}')  # fmt: skip
     if not isinstance(task, dict) or task.get("type") not in cluster:
