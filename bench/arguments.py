@@ -3,7 +3,7 @@ anything is built or measured (not a traceback from deep inside, nor a run that 
 
 import argparse
 
-from mtha_tf.tasks import TASKS  # plain Python: no TensorFlow imported before the scripts' process settings
+from mtha_tf.tasks import parse_tasks  # plain Python: no TensorFlow imported before the scripts' process settings
 
 
 def at_least(minimum):
@@ -21,24 +21,26 @@ def at_least(minimum):
 positive_int = at_least(1)
 
 
-def comma_list(*allowed, empty=True):
-    """A comma-separated subset of `allowed` as a list ("" is the empty list where `empty`)."""
+def comma_list(*allowed):
+    """A comma-separated subset of `allowed` as a list ("" is the empty list)."""
 
     def parse(text):
         items = [item for item in text.split(",") if item]
         if unknown := [item for item in items if item not in allowed]:
             raise argparse.ArgumentTypeError(f"{','.join(unknown)}: expected a comma-separated subset of "
                                              f"{','.join(allowed)}")  # fmt: skip
-        if not items and not empty:
-            raise argparse.ArgumentTypeError(f"expected at least one of {','.join(allowed)}")
         return items
 
     return parse
 
 
 def task_list(text):
-    """A non-empty comma-separated subset of the tasks, kept as the string the model builders take."""
-    return ",".join(comma_list(*TASKS, empty=False)(text))
+    """A non-empty comma-separated subset of the tasks (checked by the model's own `parse_tasks`), as the string the
+    model builders take."""
+    try:
+        return ",".join(parse_tasks(text))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def add_shape_arguments(parser):
