@@ -16,6 +16,8 @@ import urllib.request
 
 import numpy as np
 
+from export.image_formats import JPEG_MAGIC, PNG_MAGIC
+
 
 class ServingError(RuntimeError):
     """The server refused the request; the message is the server's."""
@@ -50,6 +52,9 @@ def read_image_file(path):
         raise OSError(f"{path}: {error.strerror or error}") from None
     if not data:
         raise OSError(f"{path}: empty file; expected a JPEG or PNG image")
+    if not data.startswith((JPEG_MAGIC, PNG_MAGIC)):  # the server would refuse it without the name
+        raise OSError(f"{path}: not a JPEG or PNG file (starts with {data[:4]!r}); the served model decodes only "
+                      "those two: re-encode it, e.g. with OpenCV's cv2.imwrite('x.png', cv2.imread(path))")  # fmt: skip
     return data
 
 
@@ -127,9 +132,10 @@ def summary(outputs):
     """JSON-ready: joints and their scores in full, maps as their shapes (they can be large)."""
     keep = ("joints2d", "joints2d_score", "joints3d", "image_size")
     # Rounded as float64: float32 values (gRPC) would print as 1.5399999618530273.
-    result = {name: (np.round(value.astype(np.float64), 2) if value.dtype.kind == "f" else value).tolist()
-              for name, value in outputs.items() if name in keep}  # fmt: skip
-    result.update({name: {"shape": list(value.shape)} for name, value in outputs.items() if name not in keep})
+    # In a fixed order: gRPC's response map and REST's rows list the outputs in different orders.
+    result = {name: (np.round(outputs[name].astype(np.float64), 2) if outputs[name].dtype.kind == "f"
+                     else outputs[name]).tolist() for name in keep if name in outputs}  # fmt: skip
+    result.update({name: {"shape": list(outputs[name].shape)} for name in sorted(outputs) if name not in keep})
     return result
 
 

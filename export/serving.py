@@ -23,6 +23,7 @@ import keras
 import tensorflow as tf
 
 from export.fold_batch_norm import fold_batch_norms
+from export.image_formats import JPEG_MAGIC, PNG_MAGIC
 from mtha_tf import surreal, tasks
 from mtha_tf.data import crop
 from mtha_tf.data.sample import normalise_image
@@ -31,7 +32,6 @@ from mtha_tf.targets import make_codecs
 MAX_IMAGE_SIDE = 8192  # larger claims are refused before decoding (a 20000 x 20000 PNG header would need 1.2 GB)
 DEFAULT_FOCAL_PX = float(surreal.INTRINSICS[0, 0])
 DEFAULT_PELVIS_DEPTH_M = 7.0
-_PNG_MAGIC, _JPEG_MAGIC = b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff"
 # The served functions' control flow is explicit (tf.cond, tf.map_fn, Python ifs on static task names): AutoGraph's
 # conversion of the Python of every function they call only cost time (~1-2 s of each export).
 _graph_function = functools.partial(tf.function, autograph=False)
@@ -39,8 +39,8 @@ _graph_function = functools.partial(tf.function, autograph=False)
 
 def _image_size(image_bytes):
     """(height, width) from the JPEG or PNG header, refusing other formats and oversized claims."""
-    is_png = tf.strings.substr(image_bytes, 0, 8) == _PNG_MAGIC
-    is_jpeg = tf.strings.substr(image_bytes, 0, 3) == _JPEG_MAGIC
+    is_png = tf.strings.substr(image_bytes, 0, 8) == PNG_MAGIC
+    is_jpeg = tf.strings.substr(image_bytes, 0, 3) == JPEG_MAGIC
     known = tf.debugging.Assert(is_png | is_jpeg, ["image_bytes: not a JPEG or PNG image"])
     with tf.control_dependencies([known]):
         long_enough = tf.strings.length(image_bytes) >= 24

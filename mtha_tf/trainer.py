@@ -167,7 +167,13 @@ def train(config, workdir, verbose=1):
         raise TrainingFailed(f"{why}; use another --workdir, or delete this one to start over")
     if config.data_dir:  # shards missing: an error now, before config.json would make the corrected command "another"
         for pattern in data_patterns(config, workdir):
-            list_files(pattern)
+            if not tf.io.gfile.glob(pattern):  # e.g. converted with --splits=train: the val split is needed too
+                raise FileNotFoundError(
+                    f"--data_dir={config.data_dir}: no TFRecord shards match {pattern!r}; training reads the train "
+                    "split and evaluates every epoch on the val split (python -m data_prep.surreal "
+                    "--splits=train,val writes both)"
+                )
+            list_files(pattern)  # a partial set of shards
     cluster_config()  # a bad TF_CONFIG, before anything is written
     try:
         os.makedirs(workdir, exist_ok=True)

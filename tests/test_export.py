@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from export.client import GrpcClient, RestClient, ServingError
+from export.client import GrpcClient, RestClient, ServingError, summary
 from export.fold_batch_norm import foldable_pairs
 from export.local_server import SavedModelRunner, start_grpc, start_rest
 from export.saved_model import WARMUP_FILE, export_model, resolve_version
@@ -212,12 +212,15 @@ def test_rest_and_grpc_clients_return_what_the_saved_model_computes(servers):
     options = {"box": np.array(box, np.float32), "focal_length": np.full(2, 500, np.float32),
                "pelvis_depth": np.full(2, 5, np.float32)}  # fmt: skip
     direct_box = runner.predict({"image_bytes": np.array(images, object), **options}, "with_box")
+    printed = []
     for client in (GrpcClient(grpc_address), RestClient(rest_address)):
         outputs = client.predict(images)
         for name, value in direct.items():
             np.testing.assert_allclose(outputs[name], value, atol=1e-5, err_msg=f"{type(client).__name__} {name}")
+        printed.append(list(summary(outputs)))
         outputs = client.predict(images, box=box, focal_length=500.0, pelvis_depth=5.0)
         np.testing.assert_allclose(outputs["joints3d"], direct_box["joints3d"], atol=1e-3)
+    assert printed[0] == printed[1], "the command prints the outputs in one order over either protocol"
     with pytest.raises(RuntimeError, match="Failed to bind"):  # not SO_REUSEPORT: a port in use is not shared
         start_grpc(runner, int(grpc_address.rsplit(":", 1)[1]))
     # A photo's PNG and its full-resolution maps are over gRPC's 4 MB default; TF Serving takes up to 2 GB.
@@ -282,7 +285,10 @@ def test_the_client_names_what_it_could_not_do(tmp_path):
         assert "expected four finite numbers" in bad_box.stderr
     empty = tmp_path / "empty.jpg"
     empty.write_bytes(b"")
-    for path, reason in [(tmp_path / "missing.jpg", "No such file or directory"), (empty, "empty file")]:
+    bitmap = tmp_path / "person.bmp"  # decodable by OpenCV, not by the served graph
+    cv2.imwrite(str(bitmap), np.zeros((8, 8, 3), np.uint8))
+    for path, reason in [(tmp_path / "missing.jpg", "No such file or directory"), (empty, "empty file"),
+                         (bitmap, "not a JPEG or PNG file (starts with b'BM")]:  # fmt: skip
         unreadable = subprocess.run([*command[:3], f"--image={path}", "--protocol=rest"], capture_output=True,
                                     text=True)  # fmt: skip
         assert unreadable.returncode == 1 and f"error: {path}: {reason}" in unreadable.stderr, unreadable.stderr
