@@ -120,6 +120,8 @@ def main(argv):
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(json.dumps(evaluation.headline(results), indent=1))
+    out_dir = split_dir(os.path.join(flags.FLAGS.workdir, "evaluation"), flags.FLAGS.split)
+    print(f"per-part tables, plots and results.json in {out_dir}/", file=sys.stderr)
     return 0
 
 

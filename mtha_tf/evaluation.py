@@ -115,7 +115,11 @@ class _Accumulator:
 def forward_function(model):
     """The model's inference pass as a local tf.function. Not Keras' predict_on_batch: under MultiWorkerMirroredStrategy
     that all-gathers across workers, so an evaluation run by the chief alone would wait for the others forever."""
-    return tf.function(lambda images: model({"image": images}, training=False), reduce_retracing=True)
+    # One trace for every batch size (the last batch of a split is smaller, the prediction grid takes a few frames):
+    # a trace of the multi-stream model takes seconds, and a study, which trains one model after another in one
+    # process, otherwise drew TensorFlow's "excessive number of tracings" warning.
+    image_spec = tf.TensorSpec([None, *model.inputs[0].shape[1:]], tf.float32)
+    return tf.function(lambda images: model({"image": images}, training=False), input_signature=[image_spec])
 
 
 def evaluate(forward, file_pattern, trained_tasks, batch_size=8, input_size=256, max_batches=None):

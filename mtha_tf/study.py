@@ -160,6 +160,11 @@ def main(argv):
     key = report.SUMMARY[values.target_task]
     for name, result in results.items():
         print(f"{name:40s} {values.target_task} {key}: {result[values.target_task][key]:.2f}")
+    out_dir = evaluate.split_dir(os.path.join(values.study_dir, values.target_task), values.split)
+    best = best_multi_task(results, values.target_task)
+    if best:
+        print(f"best multi-task combination: {best}")
+    print(f"tables, plots and results.json in {out_dir}/")
     return 0
 
 

@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from mtha_tf import losses, tasks, trainer
+from mtha_tf.evaluation import forward_function
 from mtha_tf.fused_rmsprop import FusedRMSprop
 from mtha_tf.model import build_model
 from mtha_tf.model.fused_batch_norm import FusedBatchNormalization
@@ -58,6 +59,16 @@ def test_streams_exchange_features_between_stacks():
     assert model.get_layer("pose2d_s1_fuse_res1_add").output.shape[-1] == 64
     assert model.get_layer("pose2d_s1_fuse_res2_add").output.shape[-1] == 32
     assert sorted(model.output) == ["depth", "depth_stack1", "pose2d", "pose2d_stack1"]
+
+
+def test_the_evaluation_forward_pass_traces_once_for_every_batch_size():
+    model = build_model(("pose2d", "segmentation"), **TINY)
+    forward = forward_function(model)
+    for batch in (8, 3, 1):  # a split's batches, its smaller last one, the prediction grid's
+        images = np.random.default_rng(batch).normal(size=(batch, 64, 64, 3)).astype(np.float32)
+        outputs = forward(tf.constant(images))
+        np.testing.assert_allclose(outputs["pose2d"], model({"image": images}, training=False)["pose2d"], atol=1e-5)
+    assert forward.experimental_get_tracing_count() == 1
 
 
 @pytest.mark.parametrize("task_names", [("pose2d", "depth"), ("segmentation", "pose3d")])

@@ -3,12 +3,15 @@
 import dataclasses
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
 from mtha_tf import config as config_lib
 from mtha_tf import study, tasks, trainer
 from mtha_tf.evaluate import evaluate_workdir
+from tests.conftest import REPO
 
 
 def test_the_paper_combinations():
@@ -66,12 +69,23 @@ def test_the_study_numbers_equal_evaluate_and_a_second_run_reuses_the_models(tin
         assert evaluated["pose2d"]["pckh_per_joint"] == result["pose2d"]["pckh_per_joint"]
         assert evaluated["pose2d"]["pckh"] == result["pose2d"]["pckh"]
 
+    # The command with the same settings reuses both runs and says where the tables are.
+    command = [sys.executable, "-m", "mtha_tf.study", "--target_task=pose2d", "--preset=tiny", "--epochs=1",
+               "--steps_per_epoch=2", "--noexport", "--combinations=pose2d;pose2d,segmentation",
+               f"--study_dir={study_dir}"]  # fmt: skip
+    again = subprocess.run(command, cwd=REPO, capture_output=True, text=True,
+                           env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))  # fmt: skip
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Epoch" not in again.stdout, "a finished combination was trained again"
+    shown = dict(line.split(maxsplit=1) for line in again.stdout.splitlines() if line.startswith("pose2d"))
+    assert shown == {name: f"pose2d pckh: {r['pose2d']['pckh']:.2f}" for name, r in results.items()}
+    assert "best multi-task combination: pose2d+segmentation" in again.stdout
+    assert f"tables, plots and results.json in {study_dir / 'pose2d'}/" in again.stdout
+
     def no_training(*args, **kwargs):
         raise AssertionError("a finished combination was trained again")
 
     monkeypatch.setattr(trainer, "train", no_training)
-    again = study.run_study("pose2d", "pose2d;pose2d,segmentation", config, str(study_dir))
-    assert again["pose2d+segmentation"]["pose2d"]["pckh"] == results["pose2d+segmentation"]["pose2d"]["pckh"]
     # XLA and the export change how a run executes, not what it trains: the same study under another --[no]jit_compile
     # or --[no]export goes on.
     executed_otherwise = dataclasses.replace(config, jit_compile=not config.jit_compile, export=not config.export)

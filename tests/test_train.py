@@ -176,6 +176,7 @@ def test_evaluate_writes_tables_plots_and_matches_the_training_metrics(killed_an
     done = subprocess.run([sys.executable, "-m", "mtha_tf.evaluate", f"--workdir={workdir}"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
+    assert f"per-part tables, plots and results.json in {workdir / 'evaluation'}/" in done.stderr
     results = json.loads((workdir / "evaluation" / "results.json").read_text())
     trained = json.loads((workdir / "metrics.json").read_text())["trained"]
     for task, key in (
