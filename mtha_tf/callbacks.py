@@ -47,36 +47,24 @@ class EvaluationCallback(keras.callbacks.Callback):
 
 
 class PredictionImages(keras.callbacks.Callback):
-    """At each epoch end writes, for a fixed held-out batch, the input with the predicted skeleton, parts and depth."""
+    """At each epoch end writes, for a fixed held-out batch, the input with the predicted skeleton, parts and depth.
+    `forward`: the model's `evaluation.forward_function`, the held-out evaluation's (one trace for both)."""
 
-    def __init__(self, log_dir, batch, trained_tasks, every=1):
+    def __init__(self, log_dir, batch, forward, every=1):
         super().__init__()
         self.writer = tf.summary.create_file_writer(log_dir)
         self.images = batch
-        self.tasks = tasks.parse_tasks(trained_tasks)
+        self.forward = forward
         self.every = every
         self.codecs = make_codecs(batch.shape[1] // 4)
 
     def on_epoch_end(self, epoch, logs=None):
         if epoch % self.every:
             return
-        outputs = self.model({"image": self.images}, training=False)
-        joints = self.codecs["pose2d"].decode(outputs["pose2d"])[0].numpy() if "pose2d" in self.tasks else None
-        parts = (
-            self.codecs["segmentation"].decode(outputs["segmentation"]).numpy() if "segmentation" in outputs else None
-        )
-        depth = self.codecs["depth"].decode(outputs["depth"])[0].numpy() if "depth" in outputs else None
-        rows = [
-            visualize.prediction_row(
-                self.images[i].numpy(),
-                None if joints is None else joints[i],
-                None if parts is None else parts[i],
-                None if depth is None else depth[i],
-                heatmap_size=self.images.shape[1] // 4,
-            )
-            for i in range(self.images.shape[0])
-        ]
-        with self.writer.as_default():
+        rows = visualize.prediction_rows(self.images, self.forward(self.images), self.codecs)
+        # Keras' TensorBoard callback leaves its record_if(step % update_freq == 0) in force during fit(): without
+        # this, an epoch whose step count is no multiple of update_freq (the tiny preset's 3) wrote no images.
+        with self.writer.as_default(), tf.summary.record_if(True):
             tf.summary.image("predictions", np.stack(rows), step=epoch, max_outputs=len(rows))
         self.writer.flush()
 

@@ -61,30 +61,16 @@ def split_dir(path, split):
 
 def prediction_grid(forward, config, pattern, path, count=6):
     """Writes a PNG with one row per held-out frame; `forward`: the model's `evaluation.forward_function`."""
-    task_names = config.task_names()
-    inputs, _ = next(iter(evaluation.evaluation_dataset(pattern, task_names, count, config.input_size)))
+    inputs, _ = next(iter(evaluation.evaluation_dataset(pattern, config.task_names(), count, config.input_size)))
     outputs = forward(inputs["image"])
     codecs = make_codecs(config.input_size // 4)
-    joints = codecs["pose2d"].decode(outputs["pose2d"])[0].numpy() if "pose2d" in outputs else None
-    parts = codecs["segmentation"].decode(outputs["segmentation"]).numpy() if "segmentation" in outputs else None
-    depth = codecs["depth"].decode(outputs["depth"])[0].numpy() if "depth" in outputs else None
-    lifted = None
+    rows = visualize.prediction_rows(inputs["image"], outputs, codecs)
     if "pose3d" in outputs:
         grid, bins, _ = codecs["pose3d"].decode(outputs["pose3d"])
         frame = transform_points(tf.linalg.inv(inputs["heatmap_matrix"]), grid)
         lifted = codecs["pose3d"].lift(frame, bins, inputs["pelvis_depth"], inputs["intrinsics"]).numpy()
-    rows = []
-    for i in range(inputs["image"].shape[0]):
-        row = visualize.prediction_row(
-            inputs["image"][i].numpy(),
-            None if joints is None else joints[i],
-            None if parts is None else parts[i],
-            None if depth is None else depth[i],
-            heatmap_size=config.input_size // 4,
-        )
-        if lifted is not None:
-            row = np.concatenate([row, visualize.skeleton_3d(lifted[i], config.input_size)], axis=1)
-        rows.append(row)
+        rows = [np.concatenate([row, visualize.skeleton_3d(joints, config.input_size)], axis=1)
+                for row, joints in zip(rows, lifted, strict=True)]  # fmt: skip
     return visualize.write_image(path, np.concatenate(rows, axis=0))
 
 

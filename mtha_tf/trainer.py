@@ -218,7 +218,7 @@ def train(config, workdir, verbose=1):
         held_out,
         checkpoint,
         keras.callbacks.TensorBoard(os.path.join(own_dir, "logs"), update_freq=20),
-        PredictionImages(os.path.join(own_dir, "logs", "images"), sample_images, task_names),
+        PredictionImages(os.path.join(own_dir, "logs", "images"), sample_images, forward),
         keras.callbacks.CSVLogger(os.path.join(own_dir, "history.csv"), append=True),
     ]
     with naming_corrupt_files(train_pattern):

@@ -73,6 +73,25 @@ def prediction_row(image, joints_grid=None, parts=None, depth=None, heatmap_size
     return np.concatenate(panels, axis=1)
 
 
+def prediction_rows(images, outputs, codecs):
+    """`prediction_row` for each whitened input of a batch [N, S, S, 3], from the network's `outputs` decoded with
+    the training `codecs` (`targets.make_codecs(S // 4)`); panels of tasks the network lacks are left out."""
+    joints = codecs["pose2d"].decode(outputs["pose2d"])[0].numpy() if "pose2d" in outputs else None
+    parts = codecs["segmentation"].decode(outputs["segmentation"]).numpy() if "segmentation" in outputs else None
+    depth = codecs["depth"].decode(outputs["depth"])[0].numpy() if "depth" in outputs else None
+    images = np.asarray(images)
+    return [
+        prediction_row(
+            images[i],
+            None if joints is None else joints[i],
+            None if parts is None else parts[i],
+            None if depth is None else depth[i],
+            heatmap_size=images.shape[1] // 4,
+        )
+        for i in range(len(images))
+    ]
+
+
 def skeleton_3d(joints_mm, size, extent_mm=1200.0):
     """A pelvis-relative 3D skeleton [16, 3] mm drawn from the side (depth to the right, up is up) on black."""
     canvas = np.zeros((size, size, 3), np.uint8)

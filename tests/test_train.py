@@ -99,7 +99,7 @@ def test_a_finished_run_trains_on_to_more_epochs(killed_and_resumed, tmp_path):
 
 
 def test_the_work_dir_holds_everything_a_run_makes(killed_and_resumed):
-    workdir, _, second = killed_and_resumed
+    workdir, killed_at, second = killed_and_resumed
     config = config_lib.load(str(workdir / "config.json"))
     assert config.epochs == 3 and config.features == 32 and config.task_names() == ("pose2d", "segmentation",
                                                                                    "depth", "pose3d")  # fmt: skip
@@ -107,6 +107,14 @@ def test_the_work_dir_holds_everything_a_run_makes(killed_and_resumed):
     assert (workdir / "export" / "3" / "saved_model.pb").exists() and (workdir / "export" / "models.config").exists()
     assert list((workdir / "logs").rglob("events.out.tfevents*")), "TensorBoard logs"
     metrics = json.loads((workdir / "metrics.json").read_text())
+    # TensorBoard's prediction images, every epoch (the tiny preset's 3 steps are no multiple of update_freq).
+    pictures = {event.step: tf.make_ndarray(value.tensor) for path in (workdir / "logs" / "images").iterdir()
+                for event in tf.compat.v1.train.summary_iterator(str(path)) for value in event.summary.value
+                if value.tag == "predictions"}  # fmt: skip
+    assert set(range(killed_at, config.epochs)) <= set(pictures), "an image per epoch of the resumed process"
+    last = pictures[config.epochs - 1]
+    assert len(last) == 2 + min(4, metrics["trained"]["num_frames"]), "width, height, a PNG per held-out frame"
+    assert (int(last[0]), int(last[1])) == (3 * config.input_size, config.input_size), "input + skeleton, parts, depth"
     assert set(metrics["trained"]) >= {"pose2d", "segmentation", "depth", "pose3d", "num_frames"}
     assert metrics["trained"]["num_frames"] == metrics["untrained"]["num_frames"] > 0
     assert set(metrics["headline"]["trained"]) == set(metrics["headline"]["untrained"])
