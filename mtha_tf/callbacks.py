@@ -1,4 +1,4 @@
-"""Keras callbacks: held-out evaluation into the logs, prediction images for TensorBoard, a NaN guard."""
+"""Keras callbacks: held-out evaluation into the logs, TensorBoard summaries and prediction images, a NaN guard."""
 
 import math
 
@@ -46,6 +46,17 @@ class EvaluationCallback(keras.callbacks.Callback):
             logs.update(flatten_metrics(self.last_results))
 
 
+class TensorBoard(keras.callbacks.TensorBoard):
+    """Keras' callback, writing its epoch summaries (losses; held-out metrics, the `val_*` logs) at every epoch.
+    Keras keeps its batch summaries' record_if(step % update_freq == 0) in force through fit() and writes the epoch
+    ones under it, so an epoch whose last step is no multiple of update_freq logged nothing (the tiny preset's 3
+    steps: every epoch; --steps_per_epoch=250 with update_freq 20: every other one; tensorflow/tensorflow#49109)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        with tf.summary.record_if(True):
+            super().on_epoch_end(epoch, logs)
+
+
 class PredictionImages(keras.callbacks.Callback):
     """At each epoch end writes, for a fixed held-out batch, the input with the predicted skeleton, parts and depth.
     `forward`: the model's `evaluation.forward_function`, the held-out evaluation's (one trace for both)."""
@@ -62,8 +73,7 @@ class PredictionImages(keras.callbacks.Callback):
         if epoch % self.every:
             return
         rows = visualize.prediction_rows(self.images, self.forward(self.images), self.codecs)
-        # Keras' TensorBoard callback leaves its record_if(step % update_freq == 0) in force during fit(): without
-        # this, an epoch whose step count is no multiple of update_freq (the tiny preset's 3) wrote no images.
+        # Under fit(), Keras' TensorBoard callback keeps a record_if of its own in force (see TensorBoard above).
         with self.writer.as_default(), tf.summary.record_if(True):
             tf.summary.image("predictions", np.stack(rows), step=epoch, max_outputs=len(rows))
         self.writer.flush()

@@ -9,7 +9,7 @@ import tensorflow as tf
 from mtha_tf import atomic_files, losses
 from mtha_tf import config as config_lib
 from mtha_tf.absl_logs import without_info_logs
-from mtha_tf.callbacks import EvaluationCallback, PredictionImages, TerminateOnNaN
+from mtha_tf.callbacks import EvaluationCallback, PredictionImages, TensorBoard, TerminateOnNaN
 from mtha_tf.data.pipeline import list_files, make_dataset, naming_corrupt_files
 from mtha_tf.evaluation import evaluate, forward_function, headline
 from mtha_tf.fused_rmsprop import FusedRMSprop
@@ -217,7 +217,7 @@ def train(config, workdir, verbose=1):
         nan_guard,
         held_out,
         checkpoint,
-        keras.callbacks.TensorBoard(os.path.join(own_dir, "logs"), update_freq=20),
+        TensorBoard(os.path.join(own_dir, "logs"), update_freq=20),
         PredictionImages(os.path.join(own_dir, "logs", "images"), sample_images, forward),
         keras.callbacks.CSVLogger(os.path.join(own_dir, "history.csv"), append=True),
     ]

@@ -107,11 +107,13 @@ def test_the_work_dir_holds_everything_a_run_makes(killed_and_resumed):
     assert (workdir / "export" / "3" / "saved_model.pb").exists() and (workdir / "export" / "models.config").exists()
     assert list((workdir / "logs").rglob("events.out.tfevents*")), "TensorBoard logs"
     metrics = json.loads((workdir / "metrics.json").read_text())
-    # TensorBoard's prediction images, every epoch (the tiny preset's 3 steps are no multiple of update_freq).
-    pictures = {event.step: tf.make_ndarray(value.tensor) for path in (workdir / "logs" / "images").iterdir()
-                for event in tf.compat.v1.train.summary_iterator(str(path)) for value in event.summary.value
-                if value.tag == "predictions"}  # fmt: skip
-    assert set(range(killed_at, config.epochs)) <= set(pictures), "an image per epoch of the resumed process"
+    # TensorBoard: losses, held-out metrics and prediction images at every epoch of the resumed process (the tiny
+    # preset's 3 steps per epoch are no multiple of the batch summaries' update_freq).
+    resumed = set(range(killed_at, config.epochs))
+    assert resumed <= set(_summaries(workdir / "logs" / "train", "epoch_loss"))
+    assert resumed <= set(_summaries(workdir / "logs" / "validation", "epoch_pose3d_mjd_mm"))
+    pictures = _summaries(workdir / "logs" / "images", "predictions")
+    assert resumed <= set(pictures)
     last = pictures[config.epochs - 1]
     assert len(last) == 2 + min(4, metrics["trained"]["num_frames"]), "width, height, a PNG per held-out frame"
     assert (int(last[0]), int(last[1])) == (3 * config.input_size, config.input_size), "input + skeleton, parts, depth"
@@ -123,6 +125,13 @@ def test_the_work_dir_holds_everything_a_run_makes(killed_and_resumed):
     # export signature a line listing hundreds of weight ids) nor Keras' warning about fit's shuffle argument.
     for noise in ("Sharding callback duration", "contains input name(s)", "Writing fingerprint", "shuffle=True"):
         assert noise not in second.stdout + second.stderr
+
+
+def _summaries(log_dir, tag):
+    """{step: value} of a TensorBoard tag in the event files of `log_dir`."""
+    return {event.step: tf.make_ndarray(value.tensor) for path in log_dir.iterdir()
+            for event in tf.compat.v1.train.summary_iterator(str(path)) for value in event.summary.value
+            if value.tag == tag}  # fmt: skip
 
 
 def test_a_nan_loss_stops_training_with_a_clear_message():
