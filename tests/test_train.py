@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from mtha_tf import config as config_lib
 from mtha_tf import evaluate, losses, trainer
-from mtha_tf.callbacks import TerminateOnNaN
+from mtha_tf.callbacks import TensorBoard, TerminateOnNaN
 from mtha_tf.model import build_model_for
 from tests.conftest import REPO, random_batch
 
@@ -132,6 +132,23 @@ def _summaries(log_dir, tag):
     return {event.step: tf.make_ndarray(value.tensor) for path in log_dir.iterdir()
             for event in tf.compat.v1.train.summary_iterator(str(path)) for value in event.summary.value
             if value.tag == tag}  # fmt: skip
+
+
+def test_tensorboard_numbers_a_resumed_runs_batches_after_the_restored_step_and_writes_every_epoch(tmp_path):
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(), loss="mse")
+    model.optimizer.build(model.trainable_variables)
+    model.optimizer.iterations.assign(6)  # two epochs of 3 steps restored from a checkpoint
+    board = TensorBoard(str(tmp_path), update_freq=1)
+    board.set_model(model)
+    board.on_train_begin()
+    for batch in range(2):
+        board.on_train_batch_begin(batch)
+        board.on_train_batch_end(batch, {"loss": 1.0})
+    board.on_epoch_end(2, {"loss": 1.0, "val_pose2d_pckh": 50.0})
+    board.on_train_end()
+    assert sorted(_summaries(tmp_path / "train", "batch_loss")) == [7, 8]
+    assert list(_summaries(tmp_path / "validation", "epoch_pose2d_pckh")) == [2]
 
 
 def test_a_nan_loss_stops_training_with_a_clear_message():
