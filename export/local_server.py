@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: E402
 
-from export.saved_model import resolve_version  # noqa: E402
+from export.saved_model import define_model_name_flag, resolve_version  # noqa: E402
 
 
 class InvalidRequest(ValueError):
@@ -183,7 +183,7 @@ if __name__ == "__main__":
 
     flags.DEFINE_string("saved_model", None, "An export (E: its highest version, as TF Serving) or a version "
                         "folder (E/<N>).", required=True)  # fmt: skip
-    flags.DEFINE_string("model_name", "mtha", "The model name the server answers to.")
+    define_model_name_flag("The model name the server answers to.")
     flags.DEFINE_integer("grpc_port", 8500, "gRPC port (TF Serving's default).")
     flags.DEFINE_integer("rest_port", 8501, "REST port (TF Serving's default).")
     app.run(main)

@@ -9,6 +9,7 @@ written under a temporary name and renamed when complete, so a running server ne
 """
 
 import os
+import re
 import shutil
 import sys
 
@@ -70,8 +71,20 @@ def models_config(model_name):
     )
 
 
+def define_model_name_flag(helptext):
+    """--model_name, for this command and the local server: a name TF Serving's REST path (/v1/models/<name>) and
+    the config's base path (/models/<name>) take as they are."""
+    flags.DEFINE_string("model_name", "mtha", helptext)
+    flags.register_validator("model_name", lambda name: bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name)),
+                             "expected letters, digits, '_', '.' or '-', e.g. mtha")  # fmt: skip
+
+
 def export_model(model, task_names, input_size, export_dir, version=None, model_name="mtha"):
     """Saves `model` (only its last stack) under export_dir/<version>; returns that path."""
+    try:
+        os.makedirs(export_dir, exist_ok=True)
+    except OSError as error:  # a file of that name, no permission
+        raise NotADirectoryError(f"--export_dir={export_dir}: cannot be made a folder ({error.strerror})") from None
     version = version or next_version(export_dir)
     final = os.path.join(export_dir, str(version))
     if os.path.exists(final):
@@ -104,7 +117,8 @@ def main(argv):
     values = flags.FLAGS
     try:
         path = export_workdir(values.workdir, values.export_dir, values.version, values.model_name)
-    except (FileNotFoundError, FileExistsError, ConfigError) as error:  # no finished run; a version already there
+    except (FileNotFoundError, FileExistsError, NotADirectoryError, ConfigError) as error:  # no finished run; a
+        # version already there; an export dir that cannot be a folder
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(f"exported {path}")
@@ -116,5 +130,5 @@ if __name__ == "__main__":
     flags.DEFINE_string("export_dir", None, "TF Serving's model base path; versions go in numbered folders.",
                         required=True)  # fmt: skip
     flags.DEFINE_integer("version", None, "Version folder (default: one more than the highest present).", lower_bound=1)
-    flags.DEFINE_string("model_name", "mtha", "The name TF Serving serves the model under.")
+    define_model_name_flag("The name TF Serving serves the model under.")
     app.run(main)

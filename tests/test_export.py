@@ -100,6 +100,20 @@ def test_a_fresh_process_without_the_project_reproduces_the_in_memory_model(expo
     assert reloaded["segmentation"].shape == (1, 72, 90) and reloaded["image_size"].tolist() == [[72, 90]]
 
 
+def test_an_export_dir_that_cannot_be_a_folder_or_an_odd_model_name_is_refused(exported, tmp_path):
+    taken = tmp_path / "models"
+    taken.write_text("a file, not a folder")
+    with pytest.raises(NotADirectoryError, match=f"--export_dir={taken}: cannot be made a folder"):
+        export_model(exported[0], tasks.TASKS, SIZE, str(taken))
+    assert taken.read_text() == "a file, not a folder"
+    commands = {"export.saved_model": [f"--workdir={tmp_path}", f"--export_dir={tmp_path}"],
+                "export.local_server": [f"--saved_model={tmp_path}"]}  # fmt: skip
+    for module, arguments in commands.items():  # the name goes into URLs and the base path
+        odd = subprocess.run([sys.executable, "-m", module, *arguments, "--model_name=my model"], capture_output=True,
+                             text=True)  # fmt: skip
+        assert odd.returncode == 1 and "--model_name=my model: expected letters, digits" in odd.stderr, odd.stderr
+
+
 def test_the_layout_signatures_and_weights(exported):
     model, path = exported
     shown = subprocess.run([sys.executable, "-m", "tensorflow.python.tools.saved_model_cli", "show", "--dir", path,
