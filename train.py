@@ -15,6 +15,7 @@ from mtha_tf import cpu_runtime
 
 cpu_runtime.configure_for_training()  # oneDNN kernels and fewer malloc arenas: read once, at start-up
 
+from mtha_tf import config_flags  # noqa: E402
 from mtha_tf.config import ConfigError  # noqa: E402
 from mtha_tf.config_flags import config_from_flags, define_config_flags  # noqa: E402
 
@@ -44,5 +45,6 @@ def main(argv):
 
 if __name__ == "__main__":
     define_config_flags()
+    flags.adopt_module_key_flags(config_flags)  # --help lists them with this file's own flags
     flags.DEFINE_string("workdir", "workdir", "Holds config, checkpoints, logs, metrics and the export.")
     app.run(main)

@@ -15,6 +15,7 @@ _HELP = {"tasks": "Comma-separated subset of pose2d,segmentation,depth,pose3d.",
          "data_dir": "TFRecords from data_prep.surreal; unset = the embedded synthetic data.",
          "steps_per_epoch": "Batches per epoch (SURREAL's is 2000).",
          "jit_compile": "XLA for the train step; unset = Keras' auto: on with one GPU, off on CPUs and several GPUs.",
+         "lr_schedule": "constant (the paper's) or cosine (decays to 0 over the run).",
          "export": "Export the final model as a SavedModel to <workdir>/export/<epochs> (--noexport: a run that only "
                    "needs its metrics).",
          }  # fmt: skip

@@ -169,9 +169,10 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from mtha_tf.config_flags import define_config_flags
+    from mtha_tf import config_flags
 
-    define_config_flags(exclude=("tasks",))
+    config_flags.define_config_flags(exclude=("tasks",))
+    flags.adopt_module_key_flags(config_flags)  # --help lists them with the study's own flags
     flags.DEFINE_enum("target_task", None, list(tasks.TASKS), "The task whose tables the study writes.", required=True)
     flags.DEFINE_string("combinations", "paper", '"paper" (8 combinations with the target), "all" (all 15: trains '
                         'those of the other targets\' tables too), or a list like "pose2d;pose2d,depth".')  # fmt: skip

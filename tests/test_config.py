@@ -1,6 +1,8 @@
 """The training configuration: presets, overrides, the checks on every field, and what the flags record."""
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -9,6 +11,7 @@ from absl import flags
 
 from mtha_tf import config as config_lib
 from mtha_tf import config_flags, trainer
+from tests.conftest import REPO
 
 
 def test_presets_and_overrides():
@@ -77,3 +80,10 @@ def test_xla_is_keras_auto_unless_a_flag_sets_it():
     for jit_compile, expected in ((None, one_gpu), (True, True), (False, False)):
         model = trainer.compile_model(config_lib.make_config("tiny", tasks="pose2d", jit_compile=jit_compile))
         assert model.jit_compile is expected
+
+
+@pytest.mark.parametrize("command", [["train.py"], ["-m", "mtha_tf.study"]])
+def test_help_lists_the_configuration_flags(command):
+    shown = subprocess.run([sys.executable, *command, "--help"], cwd=REPO, capture_output=True, text=True).stdout
+    for flag in ("--preset: <paper|small|tiny>", "--data_dir:", "--epochs:", "--lr_schedule: constant", "--seed:"):
+        assert flag in shown, shown
