@@ -105,6 +105,10 @@ def convert(input_dir, output_dir, splits, frame_stride=1, num_workers=1, clips_
     if not shards:  # a SURREAL root one level off, or splits not downloaded: nothing to convert is not a success
         raise FileNotFoundError(f"no clips under {os.path.join(input_dir, 'cmu')}/{{{','.join(splits)}}}/run*/<seq>/; "
                                 "expected SURREAL's <seq>_c<NNNN>.mp4, _info.mat, _segm.mat, _depth.mat")  # fmt: skip
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+    except OSError as error:  # a file of that name, no permission
+        raise NotADirectoryError(f"--output_dir={output_dir}: cannot be made a folder ({error.strerror})") from None
     _claim_output_dir(output_dir, {"frame_stride": frame_stride, "clips_per_shard": clips_per_shard}, shards)
     jobs = [
         (output_dir, split, shard, clips, frame_stride)
@@ -198,7 +202,8 @@ def main(argv):
             task_index=FLAGS.task_index,
             num_tasks=FLAGS.num_tasks,
         )
-    except (FileNotFoundError, ValueError) as error:  # no SURREAL root; an output dir of other settings
+    except (FileNotFoundError, NotADirectoryError, ValueError) as error:  # no SURREAL root; an output dir that
+        # cannot be a folder or holds other settings
         print(f"error: {error}", file=sys.stderr)
         return 2
     seconds = time.perf_counter() - start

@@ -196,13 +196,17 @@ def define_flags():
 def main(argv):
     del argv
     start = time.perf_counter()
+    try:
+        os.makedirs(FLAGS.output_dir, exist_ok=True)
+    except OSError as error:  # a file of that name, no permission
+        print(f"error: --output_dir={FLAGS.output_dir}: cannot be made a folder ({error.strerror})", file=sys.stderr)
+        return 1
     frames = generate(FLAGS.output_dir, FLAGS.num_clips, FLAGS.num_frames, FLAGS.seed, FLAGS.split, FLAGS.num_workers)
     seconds = time.perf_counter() - start
-    print(
-        f"rendered {frames} frames in {seconds:.1f} s: {frames / max(seconds, 1e-9):.1f} frames/s "
-        f"({FLAGS.num_workers} process(es))",
-        file=sys.stderr,
-    )
+    clips = frames // FLAGS.num_frames
+    print(f"rendered {clips} clips, {frames} frames, in {seconds:.1f} s: {frames / max(seconds, 1e-9):.1f} frames/s; "
+          f"{FLAGS.num_clips - clips} clips already present kept", file=sys.stderr)  # fmt: skip
+    return 0
 
 
 if __name__ == "__main__":

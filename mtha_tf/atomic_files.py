@@ -22,7 +22,8 @@ def replacing(path):
         yield partial
         os.replace(partial, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+        # Nothing to remove (never written; a folder in the path that is a file) must not hide the error itself.
+        with contextlib.suppress(OSError):
             os.remove(partial)
         raise
 

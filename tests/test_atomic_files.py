@@ -30,6 +30,10 @@ def test_images_are_written_in_the_format_their_extension_names(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.jpg", "grid.png"]
     with pytest.raises(OSError, match="missing/grid.png: could not be written"):
         visualize.write_image(str(tmp_path / "missing" / "grid.png"), picture)
+    (tmp_path / "notes").write_text("a file where a folder was meant")
+    with pytest.raises(OSError, match="notes/grid.png: could not be written"):  # not the clean-up's own error
+        visualize.write_image(str(tmp_path / "notes" / "grid.png"), picture)
+    (tmp_path / "notes").unlink()
     with pytest.raises(ValueError, match="grid.txt: expected an image file name"):
         visualize.write_image(str(tmp_path / "grid.txt"), picture)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["grid.jpg", "grid.png"]

@@ -192,13 +192,16 @@ def test_a_bad_clip_is_named_and_the_others_still_convert(synthetic_root, tmp_pa
     assert len(_records(out, "train")) == 12
 
 
-def test_missing_root_is_a_clear_error(tmp_path):
+def test_missing_root_is_a_clear_error(tmp_path, synthetic_root):
     with pytest.raises(FileNotFoundError, match="cmu"):
         converter.convert(str(tmp_path / "nowhere"), str(tmp_path / "out"), ["train"], progress=False)
     (tmp_path / "root" / "cmu" / "train" / "run0").mkdir(parents=True)  # the layout, but no clips (or other splits')
     with pytest.raises(FileNotFoundError, match=r"no clips under .*root/cmu/\{val,test\}/run\*/<seq>/"):
         converter.convert(str(tmp_path / "root"), str(tmp_path / "out"), ["val", "test"], progress=False)
     assert not (tmp_path / "out").exists(), "nothing converted is not a finished conversion"
+    (tmp_path / "file").write_text("a file, not a folder")
+    with pytest.raises(NotADirectoryError, match=f"--output_dir={tmp_path / 'file'}: cannot be made a folder"):
+        converter.convert(str(synthetic_root), str(tmp_path / "file"), ["train"], progress=False)
 
 
 @pytest.mark.parametrize(

@@ -1,11 +1,15 @@
 """The SURREAL-format clip generator: layout, field formats, geometry, determinism, learnable variety."""
 
+import subprocess
+import sys
+
 import cv2
 import numpy as np
 import scipy.io
 
 from data_prep import body_model, synthetic
 from mtha_tf import surreal
+from tests.conftest import REPO
 
 
 def _clip_files(root):
@@ -120,3 +124,16 @@ def test_skeleton_has_human_proportions():
     arm = np.linalg.norm(rest[16] - rest[18]) + np.linalg.norm(rest[18] - rest[20])
     leg = np.linalg.norm(rest[1] - rest[4]) + np.linalg.norm(rest[4] - rest[7])
     assert 0.45 < arm < 0.6 and 0.7 < leg < 0.9
+
+
+def test_the_command_keeps_clips_already_present_and_names_an_output_dir_it_cannot_make(tmp_path):
+    command = [sys.executable, "-m", "data_prep.synthetic", f"--output_dir={tmp_path / 'clips'}", "--num_frames=1"]
+    first = subprocess.run([*command, "--num_clips=1"], cwd=REPO, capture_output=True, text=True)
+    second = subprocess.run([*command, "--num_clips=2"], cwd=REPO, capture_output=True, text=True)
+    assert first.returncode == second.returncode == 0, first.stderr + second.stderr
+    assert "rendered 1 clips, 1 frames" in first.stderr and "; 0 clips already present kept" in first.stderr
+    assert "rendered 1 clips, 1 frames" in second.stderr and "; 1 clips already present kept" in second.stderr
+    file = tmp_path / "taken"
+    file.write_text("a file")
+    taken = subprocess.run([*command[:3], f"--output_dir={file}"], cwd=REPO, capture_output=True, text=True)
+    assert taken.returncode == 1 and f"--output_dir={file}: cannot be made a folder" in taken.stderr
