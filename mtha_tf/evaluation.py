@@ -5,7 +5,7 @@ import tensorflow as tf
 
 from mtha_tf import metrics, surreal, tasks
 from mtha_tf.data import crop
-from mtha_tf.data.pipeline import make_dataset, naming_corrupt_files
+from mtha_tf.data.pipeline import make_dataset, naming_corrupt_files, require_examples
 from mtha_tf.targets import make_codecs
 
 
@@ -133,6 +133,7 @@ def evaluate(forward, file_pattern, trained_tasks, batch_size=8, input_size=256,
     dataset = evaluation_dataset(file_pattern, trained_tasks, batch_size, input_size)
     if max_batches:
         dataset = dataset.take(max_batches)
+    require_examples(file_pattern)  # no metrics of no frames
     with naming_corrupt_files(file_pattern):
         for inputs, targets in dataset:
             outputs = forward(inputs["image"])

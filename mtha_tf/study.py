@@ -28,7 +28,7 @@ from absl import app, flags  # noqa: E402
 
 from mtha_tf import atomic_files, evaluate, report, tasks, trainer  # noqa: E402
 from mtha_tf import config as config_lib  # noqa: E402
-from mtha_tf.data.pipeline import list_files  # noqa: E402
+from mtha_tf.data.pipeline import require_examples  # noqa: E402
 
 
 def combinations(target_task, which="paper"):
@@ -114,7 +114,7 @@ def run_study(target_task, which, base_config, study_dir, split="val"):
     """Trains/reuses, evaluates on `split` and reports; returns {run name: results dict}."""
     data_dir = _shared_data_dir(base_config, study_dir)
     held_out = evaluate.held_out_pattern(base_config, study_dir, data_dir, split)
-    list_files(held_out)  # FileNotFoundError now, not after training every combination
+    require_examples(held_out)  # FileNotFoundError now, not after training every combination
     results, per_frame = {}, {}
     for task_names in combinations(target_task, which):
         name = run_name(task_names)

@@ -10,7 +10,7 @@ from mtha_tf import atomic_files, losses
 from mtha_tf import config as config_lib
 from mtha_tf.absl_logs import without_info_logs
 from mtha_tf.callbacks import EvaluationCallback, PredictionImages, TensorBoard, TerminateOnNaN
-from mtha_tf.data.pipeline import list_files, make_dataset, naming_corrupt_files
+from mtha_tf.data.pipeline import make_dataset, naming_corrupt_files, require_examples
 from mtha_tf.evaluation import evaluate, forward_function, headline
 from mtha_tf.fused_rmsprop import FusedRMSprop
 from mtha_tf.model import build_model_for
@@ -173,7 +173,7 @@ def train(config, workdir, verbose=1):
                     "split and evaluates every epoch on the val split (python -m data_prep.surreal "
                     "--splits=train,val writes both)"
                 )
-            list_files(pattern)  # a partial set of shards
+            require_examples(pattern)  # and not a partial set of shards
     cluster_config()  # a bad TF_CONFIG, before anything is written
     try:
         os.makedirs(workdir, exist_ok=True)

@@ -8,6 +8,7 @@ from mtha_tf import surreal, tasks
 from mtha_tf.data import augment, crop, schema
 from mtha_tf.data.pipeline import CorruptRecordError, make_dataset, naming_corrupt_files
 from mtha_tf.data.sample import make_sample
+from mtha_tf.evaluation import evaluate
 from mtha_tf.targets.labels import SegmentationCodec
 
 ALL = ",".join(tasks.TASKS)
@@ -132,6 +133,17 @@ def test_no_shards_is_a_clear_error(tmp_path):
         make_dataset(str(tmp_path / "*.tfrecord"), "pose2d", training=True, batch_size=1)
     with pytest.raises(ValueError, match="subset"):
         tasks.parse_tasks("pose2d,normals")
+
+
+def test_shards_without_one_example_are_an_error_not_an_endless_wait(tmp_path):
+    """Every clip of a split failed conversion: its shard exists and is empty. Training repeats its data forever and
+    would wait for a first batch that never comes; an evaluation would have no frames to average."""
+    empty = tmp_path / "train-00000-of-00001.tfrecord"
+    empty.write_bytes(b"")
+    for call in (lambda: make_dataset(str(empty), "pose2d", training=True, batch_size=1),
+                 lambda: evaluate(lambda images: {}, str(empty), ["pose2d"], input_size=64)):  # fmt: skip
+        with pytest.raises(FileNotFoundError, match=r"train-00000-of-00001.tfrecord: 1 shard\(s\) without one example"):
+            call()
 
 
 def test_part_of_a_shard_set_is_an_error_naming_what_is_missing(tmp_path):

@@ -260,9 +260,10 @@ def test_a_data_dir_without_shards_fails_before_the_work_dir_is_written(tmp_path
     assert not (tmp_path / "run").exists(), "no config.json that would refuse the corrected command"
 
 
-def test_a_data_dir_converted_without_its_val_split_names_the_split(tmp_path):
+def test_a_data_dir_converted_without_its_val_split_names_the_split(tmp_path, records_dir):
     (tmp_path / "records").mkdir()
-    (tmp_path / "records" / "train-00000-of-00001.tfrecord").write_bytes(b"")  # only listed, never read
+    for shard in records_dir.glob("train-*.tfrecord"):
+        shutil.copy(shard, tmp_path / "records")
     config = config_lib.make_config("tiny", data_dir=str(tmp_path / "records"))
     with pytest.raises(FileNotFoundError, match=r"no TFRecord shards match .*/val-\*\.tfrecord'; .*--splits=train,val"):
         trainer.train(config, str(tmp_path / "run"))

@@ -31,6 +31,16 @@ def list_files(file_pattern):
     return files
 
 
+def require_examples(file_pattern):
+    """`list_files(file_pattern)`, and FileNotFoundError if those shards hold not one example (every clip of the split
+    failed conversion, or every frame was skipped)."""
+    files = list_files(file_pattern)
+    if not any(True for _ in tf.data.TFRecordDataset(files).take(1)):
+        raise FileNotFoundError(f"{file_pattern}: {len(files)} shard(s) without one example; data_prep.surreal's "
+                                "manifest.json lists the clips that failed and the frames skipped")  # fmt: skip
+    return files
+
+
 def make_dataset(file_pattern, tasks_to_train, training, batch_size, input_size=256, shuffle_buffer=256,
                  deterministic=False, seed=0, repeat=None, with_metadata=None, drop_remainder=None):  # fmt: skip
     """A `tf.data.Dataset` of (inputs, targets) batches.
@@ -43,8 +53,9 @@ def make_dataset(file_pattern, tasks_to_train, training, batch_size, input_size=
     Wrap iteration in `naming_corrupt_files(file_pattern)` to get errors that name the broken shard.
     """
     task_names = tasks.parse_tasks(tasks_to_train)
-    files = list_files(file_pattern)
     repeat = training if repeat is None else repeat
+    # Repeating shards without one example would wait for the first batch forever.
+    files = require_examples(file_pattern) if repeat else list_files(file_pattern)
     with_metadata = (not training) if with_metadata is None else with_metadata
     drop_remainder = training if drop_remainder is None else drop_remainder
     options = tf.data.Options()
