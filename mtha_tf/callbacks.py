@@ -49,6 +49,7 @@ class EvaluationCallback(keras.callbacks.Callback):
 class TensorBoard(keras.callbacks.TensorBoard):
     """Keras' callback, writing its epoch summaries (losses; held-out metrics, the `val_*` logs) at every epoch and
     numbering batch summaries by the optimizer's step count.
+
     Keras keeps its batch summaries' record_if(step % update_freq == 0) in force through fit() and writes the epoch
     ones under it, so an epoch whose last step is no multiple of update_freq logged nothing (the tiny preset's 3
     steps: every epoch; --steps_per_epoch=250 with update_freq 20: every other one; tensorflow/tensorflow#49109)."""
