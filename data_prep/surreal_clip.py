@@ -13,7 +13,6 @@ import numpy as np
 import scipy.io
 
 from mtha_tf import surreal
-from mtha_tf.data import crop
 
 MODALITIES = {"mp4": ".mp4", "info": "_info.mat", "segm": "_segm.mat", "depth": "_depth.mat"}
 _INFO_SHAPES = {"joints2D": (2, 24, None), "joints3D": (3, 24, None), "camLoc": (3, 1), "zrot": (None, 1)}
@@ -126,6 +125,8 @@ def skip_reason(joints2d, joints3d_world):
         return "invalid 2D joints"
     if np.all(joints3d_world == 0):
         return "invalid 3D joints"
+    from mtha_tf.data import crop  # TensorFlow: here, so that only the converting workers start it
+
     center, _ = crop.person_center_scale(joints2d)  # the same box the training crops use
     center = center.numpy()
     if not (0 <= center[0] < surreal.FRAME_WIDTH and 0 <= center[1] < surreal.FRAME_HEIGHT):
