@@ -4,13 +4,16 @@ No TF Serving binary can be installed here (not on PyPI or Debian, no Docker eng
 this server. It answers like TF Serving: gRPC `tensorflow.serving.PredictionService/Predict` (the service generated in
 `tensorflow-serving-api`) and REST `POST /v1/models/<name>[/versions/<v>]:predict` with the row ("instances") or
 column ("inputs") format; inputs that do not match the signature, and inputs the graph rejects, are INVALID_ARGUMENT
-(HTTP 400) with the reason.
+(HTTP 400) with the reason. `GET /v1/models/<name>[/versions/<v>]` answers the model's status (what readiness probes
+ask) and `.../metadata` its signatures, as TF Serving does; a version other than the one served is NOT_FOUND.
 
     python -m export.local_server --saved_model=E [--grpc_port=8500] [--rest_port=8501]   # E or E/<version>
 """
 
 import base64
 import json
+import os
+import re
 import threading
 from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,7 +26,9 @@ if __name__ == "__main__":  # a server process only infers: oneDNN with frozen w
 import grpc  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: E402
+from google.protobuf import json_format  # noqa: E402
+from tensorflow.core.protobuf import saved_model_pb2  # noqa: E402
+from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2, prediction_service_pb2_grpc  # noqa: E402
 
 from export.saved_model import define_model_name_flag, resolve_version  # noqa: E402
 
@@ -38,6 +43,30 @@ class SavedModelRunner:
     def __init__(self, saved_model_dir, model_name="mtha"):
         self.model = tf.saved_model.load(saved_model_dir)
         self.model_name = model_name
+        folder = os.path.basename(os.path.normpath(saved_model_dir))
+        self.version = int(folder) if folder.isdigit() else 1  # TF Serving serves numbered folders only
+        with open(os.path.join(saved_model_dir, "saved_model.pb"), "rb") as f:
+            self.signature_defs = saved_model_pb2.SavedModel.FromString(f.read()).meta_graphs[0].signature_def
+
+    def serves(self, name, version=None):
+        """Whether a request for model `name` (and `version`, if it names one) is this model's, as TF Serving
+        matches them; else the NOT_FOUND reason TF Serving gives."""
+        if name != self.model_name or version not in (None, self.version):
+            requested = name if version is None else f"Specific({name}, {version})"
+            return f"Servable not found for request: {requested}"
+        return None
+
+    def status(self):
+        """TF Serving's GetModelStatus answer, as its REST API writes it."""
+        ok = {"error_code": "OK", "error_message": ""}
+        return {"model_version_status": [{"version": str(self.version), "state": "AVAILABLE", "status": ok}]}
+
+    def metadata(self):
+        """TF Serving's GetModelMetadata answer (the signature defs), as its REST API writes it."""
+        signatures = get_model_metadata_pb2.SignatureDefMap(signature_def=self.signature_defs)
+        spec = {"name": self.model_name, "signature_name": "", "version": str(self.version)}
+        as_json = json_format.MessageToDict(signatures, preserving_proto_field_name=True)  # TF Serving's field names
+        return {"model_spec": spec, "metadata": {"signature_def": as_json}}
 
     def predict(self, inputs, signature_name="serving_default", untyped_numbers=False):
         """`untyped_numbers`: JSON (REST) numbers carry no dtype; they take the signature's, as in TF Serving."""
@@ -70,8 +99,9 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
         self.runner = runner
 
     def Predict(self, request, context):  # noqa: N802 (the generated service's name)
-        if request.model_spec.name != self.runner.model_name:
-            context.abort(grpc.StatusCode.NOT_FOUND, f"Servable not found for request: {request.model_spec.name}")
+        version = request.model_spec.version.value if request.model_spec.HasField("version") else None
+        if not_found := self.runner.serves(request.model_spec.name, version):
+            context.abort(grpc.StatusCode.NOT_FOUND, not_found)
         try:
             inputs = {name: tf.make_ndarray(proto) for name, proto in request.inputs.items()}
             outputs = self.runner.predict(inputs, request.model_spec.signature_name or "serving_default")
@@ -127,12 +157,25 @@ def make_rest_handler(runner):
             self.end_headers()
             self.wfile.write(data)
 
+        def _model(self, verbs):
+            """(the path's verb, or None with the reply sent) for /v1/models/<name>[/versions/<v>][<verb>]."""
+            match = re.fullmatch(r"/v1/models/([^/:]+)(?:/versions/(\d+))?(/metadata|:\w+)?", self.path)
+            if not match or match[3] not in verbs:
+                self._reply(404, {"error": f"unknown path {self.path}"})
+                return None
+            if not_found := runner.serves(match[1], match[2] and int(match[2])):
+                self._reply(404, {"error": not_found})
+                return None
+            return match[3] or "status"
+
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            verb = self._model((None, "/metadata"))
+            if verb:  # model status (what readiness probes ask), or the signatures
+                self._reply(200, runner.metadata() if verb == "/metadata" else runner.status())
+
         def do_POST(self):  # noqa: N802 (http.server's name)
-            path = self.path.split("/")
-            if len(path) < 4 or path[1:3] != ["v1", "models"] or not self.path.endswith(":predict"):
-                return self._reply(404, {"error": f"unknown path {self.path}"})
-            if path[3].split(":")[0] != runner.model_name:
-                return self._reply(404, {"error": f"Servable not found for request: {path[3]}"})
+            if not self._model((":predict",)):
+                return None
             try:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
                 signature = body.get("signature_name", "serving_default")

@@ -5,12 +5,16 @@ import socket
 import struct
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 
 import cv2
+import grpc
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2
 
 from export.client import GrpcClient, RestClient, ServingError, summary
 from export.fold_batch_norm import foldable_pairs
@@ -191,9 +195,6 @@ def _with_box(box, focal_length=0.0, pelvis_depth=0.0):
 def test_bad_input_is_invalid_argument_with_the_reason(servers, inputs, message):
     _, grpc_address, rest_address = servers
     client = GrpcClient(grpc_address, timeout=60)
-    import grpc
-    from tensorflow_serving.apis import predict_pb2
-
     request = predict_pb2.PredictRequest()
     request.model_spec.name = "mtha"
     request.model_spec.signature_name = "with_box" if "box" in inputs else "serving_default"
@@ -216,6 +217,34 @@ def test_random_bytes_are_refused_and_the_server_keeps_serving(servers):
     with pytest.raises(ServingError, match="(?s)HTTP 400: .*not a JPEG or PNG"):
         RestClient(rest_address).predict([b"not an image"])
     assert client.predict([_png(32, 32)])["joints2d"].shape == (1, 16, 2)
+
+
+def test_the_local_server_answers_status_and_metadata_and_only_its_version(servers):
+    """As TF Serving: GET /v1/models/<name> (readiness probes) and .../metadata; another version is NOT_FOUND."""
+    _, grpc_address, rest_address = servers
+    base = f"http://{rest_address}/v1/models/mtha"
+    for path in ("", "/versions/1"):
+        with urllib.request.urlopen(base + path, timeout=60) as answer:
+            [status] = json.load(answer)["model_version_status"]
+        assert status["version"] == "1" and status["state"] == "AVAILABLE" and status["status"]["error_code"] == "OK"
+    with urllib.request.urlopen(base + "/metadata", timeout=60) as answer:
+        metadata = json.load(answer)
+    signatures = metadata["metadata"]["signature_def"]["signature_def"]
+    assert {"serving_default", "with_box", "with_box_uint8", "heatmaps"} <= set(signatures)
+    assert signatures["serving_default"]["inputs"]["image_bytes"]["dtype"] == "DT_STRING"
+    assert metadata["model_spec"] == {"name": "mtha", "signature_name": "", "version": "1"}
+    for path in ("/versions/2", "/versions/2:predict"):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(urllib.request.Request(base + path, b"{}" if ":" in path else None), timeout=60)
+        assert refused.value.code == 404 and "Specific(mtha, 2)" in refused.value.read().decode()
+    client = GrpcClient(grpc_address, timeout=60)
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "mtha"
+    request.model_spec.version.value = 2
+    request.inputs["image_bytes"].CopyFrom(tf.make_tensor_proto([_png(32, 32)]))
+    with pytest.raises(grpc.RpcError) as refused:
+        client.stub.Predict(request, timeout=60)
+    assert refused.value.code() == grpc.StatusCode.NOT_FOUND and "Specific(mtha, 2)" in refused.value.details()
 
 
 def test_rest_and_grpc_clients_return_what_the_saved_model_computes(servers):
