@@ -102,6 +102,12 @@ def export_model(model, task_names, input_size, export_dir, version=None, model_
     config_path = os.path.join(export_dir, "models.config")
     if not os.path.exists(config_path):
         atomic_files.write_text(config_path, models_config(model_name))
+    else:  # kept: it may hold the user's edits (version policy, other models)
+        with open(config_path) as f:
+            named = f'name: "{model_name}"' in f.read()
+        if not named:
+            print(f"note: {config_path} serves no model named {model_name!r}; it is left as it is (an earlier export "
+                  f"wrote it, or you did): add an entry for {model_name!r}", file=sys.stderr)  # fmt: skip
     return final
 
 

@@ -1,6 +1,8 @@
 """The SavedModel for TF Serving: round trip in a fresh process, layout, bad input, clients, warmup, predict CLI."""
 
 import json
+import os
+import shutil
 import socket
 import struct
 import subprocess
@@ -104,12 +106,17 @@ def test_a_fresh_process_without_the_project_reproduces_the_in_memory_model(expo
     assert reloaded["segmentation"].shape == (1, 72, 90) and reloaded["image_size"].tolist() == [[72, 90]]
 
 
-def test_an_export_dir_that_cannot_be_a_folder_or_an_odd_model_name_is_refused(exported, tmp_path):
+def test_an_export_dir_that_cannot_be_a_folder_or_an_odd_model_name_is_refused(exported, tmp_path, capsys):
     taken = tmp_path / "models"
     taken.write_text("a file, not a folder")
     with pytest.raises(NotADirectoryError, match=f"--export_dir={taken}: cannot be made a folder"):
         export_model(exported[0], tasks.TASKS, SIZE, str(taken))
     assert taken.read_text() == "a file, not a folder"
+    base = os.path.dirname(exported[1])
+    second = export_model(exported[0], ("pose2d",), SIZE, base, model_name="other")  # an existing base path
+    assert second == os.path.join(base, "2") and 'name: "mtha"' in open(os.path.join(base, "models.config")).read()
+    assert "serves no model named 'other'; it is left as it is" in capsys.readouterr().err
+    shutil.rmtree(second)  # the other tests serve the base path's highest version, 1
     commands = {"export.saved_model": [f"--workdir={tmp_path}", f"--export_dir={tmp_path}"],
                 "export.local_server": [f"--saved_model={tmp_path}"]}  # fmt: skip
     for module, arguments in commands.items():  # the name goes into URLs and the base path
