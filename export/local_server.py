@@ -5,7 +5,8 @@ this server. It answers like TF Serving: gRPC `tensorflow.serving.PredictionServ
 `tensorflow-serving-api`) and REST `POST /v1/models/<name>[/versions/<v>]:predict` with the row ("instances") or
 column ("inputs") format; inputs that do not match the signature, and inputs the graph rejects, are INVALID_ARGUMENT
 (HTTP 400) with the reason. `GET /v1/models/<name>[/versions/<v>]` answers the model's status (what readiness probes
-ask) and `.../metadata` its signatures, as TF Serving does; a version other than the one served is NOT_FOUND.
+ask) and `.../metadata` its signatures (gRPC: `GetModelMetadata`), as TF Serving does; a version other than the one
+served is NOT_FOUND.
 
     python -m export.local_server --saved_model=E [--grpc_port=8500] [--rest_port=8501]   # E or E/<version>
 """
@@ -46,7 +47,8 @@ class SavedModelRunner:
         folder = os.path.basename(os.path.normpath(saved_model_dir))
         self.version = int(folder) if folder.isdigit() else 1  # TF Serving serves numbered folders only
         with open(os.path.join(saved_model_dir, "saved_model.pb"), "rb") as f:
-            self.signature_defs = saved_model_pb2.SavedModel.FromString(f.read()).meta_graphs[0].signature_def
+            signature_defs = saved_model_pb2.SavedModel.FromString(f.read()).meta_graphs[0].signature_def
+        self.signature_defs = get_model_metadata_pb2.SignatureDefMap(signature_def=signature_defs)
 
     def serves(self, name, version=None):
         """Whether a request for model `name` (and `version`, if it names one) is this model's, as TF Serving
@@ -61,11 +63,18 @@ class SavedModelRunner:
         ok = {"error_code": "OK", "error_message": ""}
         return {"model_version_status": [{"version": str(self.version), "state": "AVAILABLE", "status": ok}]}
 
+    def metadata_response(self):
+        """TF Serving's GetModelMetadata answer: the signature defs."""
+        response = get_model_metadata_pb2.GetModelMetadataResponse()
+        response.model_spec.name = self.model_name
+        response.model_spec.version.value = self.version
+        response.metadata["signature_def"].Pack(self.signature_defs)
+        return response
+
     def metadata(self):
-        """TF Serving's GetModelMetadata answer (the signature defs), as its REST API writes it."""
-        signatures = get_model_metadata_pb2.SignatureDefMap(signature_def=self.signature_defs)
+        """The GetModelMetadata answer as TF Serving's REST API writes it (its proto field names, no Any type URL)."""
         spec = {"name": self.model_name, "signature_name": "", "version": str(self.version)}
-        as_json = json_format.MessageToDict(signatures, preserving_proto_field_name=True)  # TF Serving's field names
+        as_json = json_format.MessageToDict(self.signature_defs, preserving_proto_field_name=True)
         return {"model_spec": spec, "metadata": {"signature_def": as_json}}
 
     def predict(self, inputs, signature_name="serving_default", untyped_numbers=False):
@@ -97,6 +106,14 @@ class SavedModelRunner:
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     def __init__(self, runner):
         self.runner = runner
+
+    def GetModelMetadata(self, request, context):  # noqa: N802 (the generated service's name)
+        version = request.model_spec.version.value if request.model_spec.HasField("version") else None
+        if not_found := self.runner.serves(request.model_spec.name, version):
+            context.abort(grpc.StatusCode.NOT_FOUND, not_found)
+        if list(request.metadata_field) != ["signature_def"]:  # the one field TF Serving answers
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "metadata_field must be ['signature_def']")
+        return self.runner.metadata_response()
 
     def Predict(self, request, context):  # noqa: N802 (the generated service's name)
         version = request.model_spec.version.value if request.model_spec.HasField("version") else None

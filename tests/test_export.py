@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from tensorflow_serving.apis import predict_pb2
+from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2
 
 from export.client import GrpcClient, RestClient, ServingError, summary
 from export.fold_batch_norm import foldable_pairs
@@ -227,7 +227,8 @@ def test_random_bytes_are_refused_and_the_server_keeps_serving(servers):
 
 
 def test_the_local_server_answers_status_and_metadata_and_only_its_version(servers):
-    """As TF Serving: GET /v1/models/<name> (readiness probes) and .../metadata; another version is NOT_FOUND."""
+    """As TF Serving: GET /v1/models/<name> (readiness probes), .../metadata and gRPC's GetModelMetadata; another
+    version is NOT_FOUND."""
     _, grpc_address, rest_address = servers
     base = f"http://{rest_address}/v1/models/mtha"
     for path in ("", "/versions/1"):
@@ -252,6 +253,12 @@ def test_the_local_server_answers_status_and_metadata_and_only_its_version(serve
     with pytest.raises(grpc.RpcError) as refused:
         client.stub.Predict(request, timeout=60)
     assert refused.value.code() == grpc.StatusCode.NOT_FOUND and "Specific(mtha, 2)" in refused.value.details()
+    asked = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+    asked.model_spec.name = "mtha"
+    answer = client.stub.GetModelMetadata(asked, timeout=60)
+    over_grpc = get_model_metadata_pb2.SignatureDefMap()
+    assert answer.metadata["signature_def"].Unpack(over_grpc) and answer.model_spec.version.value == 1
+    assert set(over_grpc.signature_def) == set(signatures)
 
 
 def test_rest_and_grpc_clients_return_what_the_saved_model_computes(servers):
