@@ -17,13 +17,12 @@ cpu_runtime.configure_for_training()  # oneDNN kernels and fewer malloc arenas: 
 
 from mtha_tf import config_flags  # noqa: E402
 from mtha_tf.config import ConfigError  # noqa: E402
-from mtha_tf.config_flags import config_from_flags, define_config_flags  # noqa: E402
 
 
 def main(argv):
     del argv
     try:
-        config = config_from_flags()
+        config = config_flags.config_from_flags()
     except ConfigError as error:  # names each bad flag and what it expects, before anything is built or written
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -44,7 +43,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    define_config_flags()
+    config_flags.define_config_flags()
     flags.adopt_module_key_flags(config_flags)  # --help lists them with this file's own flags
     flags.DEFINE_string("workdir", "workdir", "Holds config, checkpoints, logs, metrics and the export.")
     app.run(main)

@@ -105,10 +105,7 @@ def convert(input_dir, output_dir, splits, frame_stride=1, num_workers=1, clips_
     if not shards:  # a SURREAL root one level off, or splits not downloaded: nothing to convert is not a success
         raise FileNotFoundError(f"no clips under {os.path.join(input_dir, 'cmu')}/{{{','.join(splits)}}}/run*/<seq>/; "
                                 "expected SURREAL's <seq>_c<NNNN>.mp4, _info.mat, _segm.mat, _depth.mat")  # fmt: skip
-    try:
-        os.makedirs(output_dir, exist_ok=True)
-    except OSError as error:  # a file of that name, no permission
-        raise NotADirectoryError(f"--output_dir={output_dir}: cannot be made a folder ({error.strerror})") from None
+    atomic_files.make_folder(output_dir, "output_dir")
     _claim_output_dir(output_dir, {"frame_stride": frame_stride, "clips_per_shard": clips_per_shard}, shards)
     jobs = [
         (output_dir, split, shard, clips, frame_stride)

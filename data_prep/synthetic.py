@@ -197,9 +197,9 @@ def main(argv):
     del argv
     start = time.perf_counter()
     try:
-        os.makedirs(FLAGS.output_dir, exist_ok=True)
-    except OSError as error:  # a file of that name, no permission
-        print(f"error: --output_dir={FLAGS.output_dir}: cannot be made a folder ({error.strerror})", file=sys.stderr)
+        atomic_files.make_folder(FLAGS.output_dir, "output_dir")
+    except NotADirectoryError as error:
+        print(f"error: {error}", file=sys.stderr)
         return 1
     frames = generate(FLAGS.output_dir, FLAGS.num_clips, FLAGS.num_frames, FLAGS.seed, FLAGS.split, FLAGS.num_workers)
     seconds = time.perf_counter() - start

@@ -107,18 +107,19 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     def __init__(self, runner):
         self.runner = runner
 
-    def GetModelMetadata(self, request, context):  # noqa: N802 (the generated service's name)
-        version = request.model_spec.version.value if request.model_spec.HasField("version") else None
-        if not_found := self.runner.serves(request.model_spec.name, version):
+    def _abort_unless_served(self, model_spec, context):
+        version = model_spec.version.value if model_spec.HasField("version") else None
+        if not_found := self.runner.serves(model_spec.name, version):
             context.abort(grpc.StatusCode.NOT_FOUND, not_found)
+
+    def GetModelMetadata(self, request, context):  # noqa: N802 (the generated service's name)
+        self._abort_unless_served(request.model_spec, context)
         if list(request.metadata_field) != ["signature_def"]:  # the one field TF Serving answers
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "metadata_field must be ['signature_def']")
         return self.runner.metadata_response()
 
     def Predict(self, request, context):  # noqa: N802 (the generated service's name)
-        version = request.model_spec.version.value if request.model_spec.HasField("version") else None
-        if not_found := self.runner.serves(request.model_spec.name, version):
-            context.abort(grpc.StatusCode.NOT_FOUND, not_found)
+        self._abort_unless_served(request.model_spec, context)
         try:
             inputs = {name: tf.make_ndarray(proto) for name, proto in request.inputs.items()}
             outputs = self.runner.predict(inputs, request.model_spec.signature_name or "serving_default")

@@ -81,10 +81,7 @@ def define_model_name_flag(helptext):
 
 def export_model(model, task_names, input_size, export_dir, version=None, model_name="mtha"):
     """Saves `model` (only its last stack) under export_dir/<version>; returns that path."""
-    try:
-        os.makedirs(export_dir, exist_ok=True)
-    except OSError as error:  # a file of that name, no permission
-        raise NotADirectoryError(f"--export_dir={export_dir}: cannot be made a folder ({error.strerror})") from None
+    atomic_files.make_folder(export_dir, "export_dir")
     version = version or next_version(export_dir)
     final = os.path.join(export_dir, str(version))
     if os.path.exists(final):

@@ -28,6 +28,15 @@ def replacing(path):
         raise
 
 
+def make_folder(path, flag):
+    """`os.makedirs(path, exist_ok=True)`; where `path` cannot be a folder (a file of that name, no permission),
+    NotADirectoryError naming the command's flag, `--<flag>=<path>: cannot be made a folder (<reason>)`."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as error:
+        raise NotADirectoryError(f"--{flag}={path}: cannot be made a folder ({error.strerror})") from None
+
+
 def write_text(path, text):
     with replacing(path) as partial, open(partial, "w") as f:
         f.write(text)

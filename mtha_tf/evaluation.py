@@ -133,11 +133,14 @@ def evaluate(forward, file_pattern, trained_tasks, batch_size=8, input_size=256,
     dataset = evaluation_dataset(file_pattern, trained_tasks, batch_size, input_size)
     if max_batches:
         dataset = dataset.take(max_batches)
-    require_examples(file_pattern)  # no metrics of no frames
+    batches = 0
     with naming_corrupt_files(file_pattern):
         for inputs, targets in dataset:
             outputs = forward(inputs["image"])
             accumulator.update({t: outputs[t] for t in trained_tasks}, inputs, targets)
+            batches += 1
+    if not batches:  # no metrics of no frames: the error names the shards (checked only then, not every epoch)
+        require_examples(file_pattern)
     return accumulator.results()
 
 

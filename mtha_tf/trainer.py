@@ -176,9 +176,9 @@ def train(config, workdir, verbose=1):
             require_examples(pattern)  # and not a partial set of shards
     cluster_config()  # a bad TF_CONFIG, before anything is written
     try:
-        os.makedirs(workdir, exist_ok=True)
-    except OSError as error:  # a file of that name, no permission
-        raise TrainingFailed(f"--workdir={workdir}: cannot be made a folder ({error.strerror})") from None
+        atomic_files.make_folder(workdir, "workdir")
+    except NotADirectoryError as error:
+        raise TrainingFailed(str(error)) from None
     chief = is_chief()
     if chief:
         config_lib.save(config, os.path.join(workdir, "config.json"))
