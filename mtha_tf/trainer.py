@@ -54,6 +54,19 @@ def make_strategy():
     return tf.distribute.get_strategy()
 
 
+def require_even_split(batch_size, strategy):
+    """Every replica must get the same share of the batch: Keras averages each replica's loss and then over the
+    replicas, so an uneven split (5 images on 2 GPUs: 3 + 2) weighs some images more than others and the gradient is
+    not the one-device gradient (synchronised batch norms do handle it; the losses do not)."""
+    replicas = strategy.num_replicas_in_sync
+    if batch_size % replicas:
+        below = batch_size - batch_size % replicas
+        nearest = sorted({max(replicas, below), below + replicas})
+        raise TrainingFailed(f"--batch_size={batch_size} does not split evenly over the {replicas} replicas (GPUs or "
+                             f"workers) training it; use a multiple of {replicas}, e.g. "
+                             + " or ".join(f"--batch_size={n}" for n in nearest))  # fmt: skip
+
+
 def is_chief():
     config = cluster_config()
     task = config.get("task", {})
@@ -106,22 +119,25 @@ def build_before_fit(model, strategy, dataset):
 
     Keras 3 builds state up front only under a non-default strategy; otherwise the compiled loss creates its
     per-output loss trackers inside the first trace of the train step, and a tf.function that creates variables
-    traces again: the ~10-20 s trace twice at every start (tiny preset, a 3-step fit: 29.5 s -> 17.9 s). Under
-    MultiWorkerMirroredStrategy two more Keras gaps are patched on this model: fit() builds from a first batch that
-    it reduces across workers, which fails for a nested (dict) batch (keras-team/keras#20329, open), so the build
-    here is its only one; and fit() averages each step's logs across workers along axis 0, which scalars lack, so
-    the step returns them as [1] vectors (gradients are all-reduced by the strategy as usual).
+    traces again: the ~10-20 s trace twice at every start (tiny preset, a 3-step fit: 29.5 s -> 17.9 s). Under a
+    distribution strategy fit() would build again from a first batch that it reads and averages over the replicas,
+    which fails for a nested (dict) batch across workers (keras-team/keras#20329, open), so the build here is its only
+    one. Across several workers fit() also averages each step's logs along axis 0, which scalars lack, so the step
+    returns them as [1] vectors (gradients are all-reduced by the strategy as usual).
     """
     with strategy.scope():
         model._symbolic_build(data_batch=dataset.element_spec)  # shapes and dtypes only: no batch is read
-    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    if strategy is tf.distribute.get_strategy():
         return
+    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+    multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+    if not (multi_worker and strategy.extended._in_multi_worker_mode()):  # Keras' own test for the axis-0 average
+        return  # one worker (a one-task TF_CONFIG): the logs stay as the step returns them
     train_step = model.train_step
 
     def train_step_with_vector_logs(data):
         return {name: tf.reshape(value, [1]) for name, value in train_step(data).items()}
 
-    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
     model.train_step = train_step_with_vector_logs
 
 
@@ -165,6 +181,11 @@ def train(config, workdir, verbose=1):
     # after config.json has been overwritten with a configuration its weights are not of.
     if why := config_lib.differing_run(os.path.join(workdir, "config.json"), config):
         raise TrainingFailed(f"{why}; use another --workdir, or delete this one to start over")
+    cluster_config()  # a bad TF_CONFIG, before anything is written
+    # Before any TensorFlow op (reading shards below, listing GPUs for mixed precision): MultiWorkerMirroredStrategy
+    # configures collective ops, which TensorFlow allows only before its runtime starts.
+    strategy = make_strategy()
+    require_even_split(config.batch_size, strategy)
     if config.data_dir:  # shards missing: an error now, before config.json would make the corrected command "another"
         for pattern in data_patterns(config, workdir):
             if not tf.io.gfile.glob(pattern):  # e.g. converted with --splits=train: the val split is needed too
@@ -174,7 +195,6 @@ def train(config, workdir, verbose=1):
                     "--splits=train,val writes both)"
                 )
             require_examples(pattern)  # and not a partial set of shards
-    cluster_config()  # a bad TF_CONFIG, before anything is written
     try:
         atomic_files.make_folder(workdir, "workdir")
     except NotADirectoryError as error:
@@ -183,7 +203,6 @@ def train(config, workdir, verbose=1):
     if chief:
         config_lib.save(config, os.path.join(workdir, "config.json"))
     precision = set_precision(config.mixed_precision)
-    strategy = make_strategy()
     # Workers other than the chief keep their state apart (checkpoints are written by every worker of a
     # MultiWorkerMirroredStrategy) and generate their own copy of the deterministic embedded data.
     own_dir = workdir if chief else os.path.join(workdir, f"worker-{strategy.cluster_resolver.task_id}")

@@ -3,10 +3,8 @@
 import dataclasses
 import json
 import os
-import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,7 +17,6 @@ import tensorflow as tf
 from mtha_tf import config as config_lib
 from mtha_tf import evaluate, losses, trainer
 from mtha_tf.callbacks import TensorBoard, TerminateOnNaN
-from mtha_tf.model import build_model_for
 from tests.conftest import REPO, random_batch
 
 TINY_RUN = ["--preset=tiny", "--epochs=3", "--steps_per_epoch=2"]
@@ -243,16 +240,6 @@ def test_evaluating_on_the_test_split_keeps_the_validation_tables(killed_and_res
     assert written["num_frames"] == on_test["num_frames"] == on_validation["num_frames"] > 0
 
 
-def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def test_a_data_dir_without_shards_fails_before_the_work_dir_is_written(tmp_path):
     config = config_lib.make_config("tiny", data_dir=str(tmp_path / "typo"))
     with pytest.raises(FileNotFoundError, match=r"no TFRecord shards match .*typo/train-\*\.tfrecord"):
@@ -286,62 +273,3 @@ def test_evaluate_names_a_folder_that_is_not_a_finished_run(tmp_path):
     unfinished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert unfinished.returncode == 1
     assert f"error: {tmp_path / 'final.weights.h5'}: no final weights" in unfinished.stderr
-
-
-ONE_WORKER = '{"cluster": {"worker": ["localhost:1"]}, "task": {"type": %s}}'
-
-
-@pytest.mark.parametrize(
-    "tf_config, message",
-    [
-        ("{bad", "TF_CONFIG: not JSON"),
-        (ONE_WORKER % '"worker", "index": 3', "TF_CONFIG: task index 3 is not one of the 1 worker addresses"),
-        (ONE_WORKER % '"ps", "index": 0', "is not of a job in the cluster"),
-        ("[1]", "TF_CONFIG: expected {"),
-    ],
-)
-def test_a_bad_tf_config_is_named_before_anything_is_written(tf_config, message, tmp_path, monkeypatch):
-    """A cluster launcher's mistake is an error naming TF_CONFIG (train.py: `error: ...`, exit 1), not a traceback from
-    tf.distribute after the work dir was made."""
-    monkeypatch.setenv("TF_CONFIG", tf_config)
-    with pytest.raises(trainer.TrainingFailed, match=re.escape(message)):
-        trainer.train(config_lib.make_config("tiny"), str(tmp_path / "run"))
-    assert not (tmp_path / "run").exists()
-
-
-def test_two_workers_on_loopback_finish_with_identical_weights(tmp_path):
-    """MultiWorkerMirroredStrategy through TF_CONFIG: two local processes train a few synchronised steps."""
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in _free_ports(2)]}
-    workdir = tmp_path / "run"
-    processes = []
-    for index in range(2):
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="",
-                   TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))  # fmt: skip
-        command = [sys.executable, str(REPO / "train.py"), f"--workdir={workdir}", "--preset=tiny", "--epochs=1",
-                   "--steps_per_epoch=3", "--tasks=pose2d,depth", "--noexport"]  # fmt: skip
-        log = open(tmp_path / f"worker{index}.log", "w")
-        processes.append((subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT), log))
-    for process, log in processes:
-        try:
-            process.wait(timeout=420)
-        finally:
-            process.kill()
-            log.close()
-    logs = [(tmp_path / f"worker{i}.log").read_text()[-3000:] for i in range(2)]
-    assert [p.returncode for p, _ in processes] == [0, 0], logs
-
-    def variables(checkpoint_dir):
-        """Everything the worker saved: weights, BatchNorm moving averages, optimizer slots, step counter."""
-        reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(checkpoint_dir)))
-        names = [n for n in reader.get_variable_to_shape_map() if n != "_CHECKPOINTABLE_OBJECT_GRAPH"]
-        return {n: reader.get_tensor(n) for n in names}
-
-    chief, other = variables(workdir / "checkpoints"), variables(workdir / "worker-1" / "checkpoints")
-    assert chief.keys() == other.keys()
-    for name in chief:
-        np.testing.assert_array_equal(chief[name], other[name], err_msg=name)
-    model = build_model_for(config_lib.make_config("tiny", tasks="pose2d,depth"))
-    trainable = sum(w.numpy().size for w in model.trainable_weights)
-    assert sum(v.size for v in chief.values()) > model.count_params() + trainable, "weights and optimizer slots"
-    assert (workdir / "metrics.json").exists() and not (workdir / "worker-1" / "metrics.json").exists()
-    assert not (workdir / "export").exists(), "--noexport"
