@@ -112,6 +112,13 @@ def plot_improvement(gains, title, unit, path):
 
 def run_study(target_task, which, base_config, study_dir, split="val"):
     """Trains/reuses, evaluates on `split` and reports; returns {run name: results dict}."""
+    if os.environ.get("TF_CONFIG"):  # before any TensorFlow op: a traceback from tf.distribute otherwise
+        raise trainer.TrainingFailed(
+            "TF_CONFIG is set, but a study trains its combinations one after another in one process, which a "
+            "cluster's MultiWorkerMirroredStrategy cannot; train each combination on the cluster with train.py "
+            f"(--workdir={os.path.join(study_dir, 'runs', '<tasks joined by +>')} and the study's other flags), then "
+            "run the study without TF_CONFIG: it reuses the finished runs"
+        )
     data_dir = _shared_data_dir(base_config, study_dir)
     held_out = evaluate.held_out_pattern(base_config, study_dir, data_dir, split)
     require_examples(held_out)  # FileNotFoundError now, not after training every combination

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -124,3 +125,12 @@ def test_a_split_without_shards_fails_before_any_training(tiny_study, tmp_path, 
     shared_data = config_lib.load(str(study_dir / "runs" / "pose2d" / "config.json")).data_dir
     with pytest.raises(FileNotFoundError, match=r"test-\*\.tfrecord"):  # the embedded data has no test clips
         study.run_study("pose2d", "pose2d", dataclasses.replace(config, data_dir=shared_data), str(tmp_path), "test")
+
+
+def test_a_study_under_tf_config_says_how_to_train_its_combinations_on_a_cluster(tmp_path, monkeypatch):
+    """A cluster's strategy is made once per process, before TensorFlow starts; the study trains several models."""
+    monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["host0:2222", "host1:2222"]}, "task": {"type": "worker"}}')
+    monkeypatch.setattr(study, "train_combination", lambda config, workdir: pytest.fail("trained under TF_CONFIG"))
+    with pytest.raises(trainer.TrainingFailed, match=re.escape(f"--workdir={tmp_path}/runs/<tasks joined by +>")):
+        study.run_study("pose2d", "paper", config_lib.make_config("tiny"), str(tmp_path))
+    assert not any(tmp_path.iterdir()), "nothing written"
