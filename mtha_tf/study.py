@@ -112,7 +112,7 @@ def plot_improvement(gains, title, unit, path):
 
 def run_study(target_task, which, base_config, study_dir, split="val"):
     """Trains/reuses, evaluates on `split` and reports; returns {run name: results dict}."""
-    if os.environ.get("TF_CONFIG"):  # before any TensorFlow op: a traceback from tf.distribute otherwise
+    if trainer.cluster_config():  # before any TensorFlow op: a traceback from tf.distribute otherwise
         raise trainer.TrainingFailed(
             "TF_CONFIG is set, but a study trains its combinations one after another in one process, which a "
             "cluster's MultiWorkerMirroredStrategy cannot; train each combination on the cluster with train.py "

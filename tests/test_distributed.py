@@ -18,6 +18,13 @@ from mtha_tf.model import build_model_for
 from tests.conftest import REPO
 
 
+def _worker_env(cluster, index):
+    """The environment of worker `index` of a loopback cluster, on CPU."""
+    task = {"type": "worker", "index": index}
+    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="",
+                TF_CONFIG=json.dumps({"cluster": cluster, "task": task}))  # fmt: skip
+
+
 def _free_ports(count):
     sockets = [socket.socket() for _ in range(count)]
     for s in sockets:
@@ -55,8 +62,7 @@ def test_two_workers_on_loopback_finish_with_identical_weights(tmp_path):
     workdir = tmp_path / "run"
     processes = []
     for index in range(2):
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="",
-                   TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))  # fmt: skip
+        env = _worker_env(cluster, index)
         command = [sys.executable, str(REPO / "train.py"), f"--workdir={workdir}", "--preset=tiny", "--epochs=1",
                    "--steps_per_epoch=3", "--tasks=depth", "--noexport"]  # fmt: skip
         log = open(tmp_path / f"worker{index}.log", "w")
@@ -92,8 +98,7 @@ def test_one_worker_cluster_trains_on_converted_shards_in_mixed_precision(tmp_pa
     strategy existed, which MultiWorkerMirroredStrategy refuses ("Collective ops must be configured at program
     startup"), and one worker's step logs were [1] vectors that the NaN guard could not read."""
     cluster = {"worker": [f"127.0.0.1:{_free_ports(1)[0]}"]}
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="",
-               TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 0}}))  # fmt: skip
+    env = _worker_env(cluster, 0)
     command = [sys.executable, str(REPO / "train.py"), f"--workdir={tmp_path / 'run'}", f"--data_dir={records_dir}",
                "--preset=tiny", "--tasks=depth", "--epochs=1", "--steps_per_epoch=2", "--mixed_precision",
                "--noexport"]  # fmt: skip
