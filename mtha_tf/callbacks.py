@@ -26,11 +26,11 @@ class EvaluationCallback(keras.callbacks.Callback):
     """At each epoch end: every metric of the trained tasks on held-out frames, as `val_*` entries in the logs, so
     ModelCheckpoint, TensorBoard and History see them."""
 
-    def __init__(self, file_pattern, trained_tasks, batch_size, input_size, max_batches=None, forward=None):
+    def __init__(self, file_pattern, trained_tasks, batch_size, input_size, frame_stride=1, forward=None):
         super().__init__()
         self.file_pattern = file_pattern
         self.tasks = tasks.parse_tasks(trained_tasks)
-        self.batch_size, self.input_size, self.max_batches = batch_size, input_size, max_batches
+        self.batch_size, self.input_size, self.frame_stride = batch_size, input_size, frame_stride
         self.last_results = None
         self.forward = forward
 
@@ -40,7 +40,7 @@ class EvaluationCallback(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.last_results, _ = evaluation.evaluate(
-            self.forward, self.file_pattern, self.tasks, self.batch_size, self.input_size, self.max_batches
+            self.forward, self.file_pattern, self.tasks, self.batch_size, self.input_size, self.frame_stride
         )
         if logs is not None:
             logs.update(flatten_metrics(self.last_results))

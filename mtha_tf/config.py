@@ -35,7 +35,11 @@ class Config:
     seed: int = 0
     data_dir: str | None = None  # TFRecords from data_prep.surreal; None = the embedded synthetic data
     eval_batch_size: int = 8
-    eval_max_batches: int | None = None
+    # The held-out frames evaluated during training (untrained, at each epoch end, finished): those whose index in
+    # their clip is a multiple of it. SURREAL's 100-frame clips hold near-duplicate neighbours, and its val split
+    # ~50k frames: every one at every epoch end is five times the 10,000 crops an epoch trains on. The tables of
+    # `python -m mtha_tf.evaluate` and the study use every frame.
+    eval_frame_stride: int = 10
     # The embedded data (used when data_dir is None): clips in SURREAL's format, generated once and cached.
     synthetic_train_clips: int = 200
     synthetic_val_clips: int = 20
@@ -97,7 +101,7 @@ _EXPECTED = {
     "seed": (_is_int, "an integer"),
     "data_dir": (lambda value: value is None or isinstance(value, str), "a folder's path or null (embedded data)"),
     "eval_batch_size": _POSITIVE_INTEGER,
-    "eval_max_batches": (lambda value: value is None or _is_positive_int(value), "a positive integer or null"),
+    "eval_frame_stride": _POSITIVE_INTEGER,
     "synthetic_train_clips": _POSITIVE_INTEGER,
     "synthetic_val_clips": _POSITIVE_INTEGER,
     "synthetic_frames": _POSITIVE_INTEGER,
@@ -139,6 +143,7 @@ PRESETS = {
         synthetic_frames=40,
         frame_stride=2,
         eval_batch_size=16,
+        eval_frame_stride=1,  # 120 held-out frames
         depth_background_weight=0.2,  # see the field's comment; the paper preset keeps 1
         lr_schedule="cosine",
     ),
@@ -157,6 +162,7 @@ PRESETS = {
         synthetic_frames=6,
         frame_stride=2,
         eval_batch_size=4,
+        eval_frame_stride=1,
     ),
 }
 
@@ -174,8 +180,8 @@ def make_config(preset="paper", **overrides):
 
 # Fields that change how a run executes or what it writes besides the model, not what it trains: a finished or
 # interrupted run is the same run under other values (a study started before XLA became Keras' "auto" has
-# `"jit_compile": false` in its configs).
-EXECUTION_FIELDS = ("jit_compile", "export")
+# `"jit_compile": false` in its configs; runs before eval_frame_stride evaluated every frame).
+EXECUTION_FIELDS = ("jit_compile", "export", "eval_frame_stride")
 
 
 def trains_longer(saved, config):
@@ -224,6 +230,8 @@ def load(path):
         raise ConfigError(f"{path}: not JSON ({error})") from None
     if not isinstance(fields, dict):
         raise ConfigError(f"{path}: expected a JSON object of Config fields, got {type(fields).__name__}")
+    if "eval_max_batches" in fields and fields.pop("eval_max_batches") is None:  # written before eval_frame_stride
+        fields.setdefault("eval_frame_stride", 1)  # those runs evaluated every frame
     if unknown := sorted(set(fields) - {f.name for f in dataclasses.fields(Config)}):
         raise ConfigError(f"{path}: unknown fields {unknown}")
     try:

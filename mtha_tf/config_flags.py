@@ -10,12 +10,15 @@ from mtha_tf import config as config_lib
 
 OVERRIDABLE = ("tasks", "num_stacks", "features", "input_size", "batch_size", "learning_rate", "epochs",
                "steps_per_epoch", "mixed_precision", "jit_compile", "seed", "data_dir",
-               "depth_background_weight", "lr_schedule", "export")  # fmt: skip
+               "depth_background_weight", "lr_schedule", "export", "eval_frame_stride")  # fmt: skip
 _HELP = {"tasks": "Comma-separated subset of pose2d,segmentation,depth,pose3d.",
          "data_dir": "TFRecords from data_prep.surreal; unset = the embedded synthetic data.",
          "steps_per_epoch": "Batches per epoch (SURREAL's is 2000).",
          "jit_compile": "XLA for the train step; unset = Keras' auto: on with one GPU, off on CPUs and several GPUs.",
          "lr_schedule": "constant (the paper's) or cosine (decays to 0 over the run).",
+         "eval_frame_stride": "Held-out frames evaluated during training (before it, at each epoch end): those whose "
+                              "index in their clip is a multiple of this (paper: 10; SURREAL's val split holds ~50k "
+                              "frames). python -m mtha_tf.evaluate evaluates every frame.",
          "export": "Export the final model as a SavedModel to <workdir>/export/<epochs> (--noexport: a run that only "
                    "needs its metrics).",
          }  # fmt: skip

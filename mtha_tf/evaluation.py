@@ -9,15 +9,15 @@ from mtha_tf.data.pipeline import make_dataset, naming_corrupt_files, require_ex
 from mtha_tf.targets import make_codecs
 
 
-def evaluation_dataset(file_pattern, trained_tasks, batch_size, input_size):
-    """Held-out frames in order, without augmentation, with the targets the metrics need (label maps only: the pose
-    metrics use the original joints carried in the metadata)."""
+def evaluation_dataset(file_pattern, trained_tasks, batch_size, input_size, frame_stride=1):
+    """Held-out frames in order (those whose index in their clip is a multiple of `frame_stride`), without
+    augmentation, with the targets the metrics need (label maps only: the pose metrics use the original joints
+    carried in the metadata)."""
     needed = [
         t for t in ("segmentation", "depth") if t in trained_tasks or (t == "segmentation" and "depth" in trained_tasks)
     ]
-    return make_dataset(
-        file_pattern, needed or ["pose2d"], training=False, batch_size=batch_size, input_size=input_size
-    )
+    return make_dataset(file_pattern, needed or ["pose2d"], training=False, batch_size=batch_size,
+                        input_size=input_size, frame_stride=frame_stride)  # fmt: skip
 
 
 def _to_frame(points, matrix):
@@ -31,7 +31,11 @@ class _Accumulator:
         self.codecs = make_codecs(heatmap_size)
         self.heatmap_size = heatmap_size
         self.lists = {}
+        # Label-map metrics are reduced batch by batch: a split's maps would not fit in memory (SURREAL's test split,
+        # 1.2 M frames, holds 60 GB of 64x64 depth, ground-truth and part maps).
         self.confusion = np.zeros((surreal.NUM_PART_CLASSES,) * 2, np.int64)
+        self.depth_part_errors = np.zeros((surreal.NUM_PART_CLASSES, 2))
+        self.foreground_counts = np.zeros(2, np.int64)
 
     def add(self, name, value):
         self.lists.setdefault(name, []).append(np.asarray(value))
@@ -57,10 +61,12 @@ class _Accumulator:
             self.confusion += metrics.confusion(pred, targets["segmentation"], surreal.NUM_PART_CLASSES)
             self.add("segmentation_pixel_accuracy", (pred == targets["segmentation"].numpy()).mean(axis=(1, 2)))
         if "depth" in self.tasks:
-            labels, _ = self.codecs["depth"].decode(outputs["depth"])
-            self.add("pred_depth", labels)
-            self.add("gt_depth", targets["depth"])
-            self.add("parts", targets["segmentation"])
+            pred = self.codecs["depth"].decode(outputs["depth"])[0].numpy()
+            gt, parts = targets["depth"].numpy(), targets["segmentation"].numpy()
+            self.add("depth_rmse_bins", metrics.depth_rmse_bins(pred, gt))
+            self.add("depth_rmse_bins_union", metrics.depth_rmse_bins_union(pred, gt))
+            self.depth_part_errors += metrics.depth_squared_errors_per_part(pred, gt, parts)
+            self.foreground_counts += metrics.foreground_counts(pred, gt)
 
     def results(self):
         """Nested dict of JSON-ready metrics, and per-frame errors (for success-rate curves)."""
@@ -87,15 +93,15 @@ class _Accumulator:
             )
             per_frame["segmentation"] = 1.0 - arrays["segmentation_pixel_accuracy"]
         if "depth" in self.tasks:
-            per_image = metrics.depth_rmse_bins(arrays["pred_depth"], arrays["gt_depth"])
-            per_part = metrics.depth_rmse_per_part(arrays["pred_depth"], arrays["gt_depth"], arrays["parts"])
+            per_image = arrays["depth_rmse_bins"]
+            per_part = metrics.rmse_from_squared_errors(self.depth_part_errors)
             step_mm = 1000 * surreal.DEPTH_STEP_M
-            union = metrics.depth_rmse_bins_union(arrays["pred_depth"], arrays["gt_depth"])
+            union = arrays["depth_rmse_bins_union"]
             results["depth"] = {
                 "rmse_bins": float(np.nanmean(per_image)),
                 "rmse_mm": float(np.nanmean(per_image) * step_mm),
                 "rmse_mm_foreground_union": float(np.nanmean(union) * step_mm),
-                "foreground_iou": metrics.foreground_iou(arrays["pred_depth"], arrays["gt_depth"]),
+                "foreground_iou": metrics.iou_from_counts(self.foreground_counts),
                 "rmse_mm_per_part": dict(zip(surreal.PART_NAMES, (per_part * step_mm).tolist(), strict=True)),
             }
             per_frame["depth"] = per_image * step_mm
@@ -122,17 +128,16 @@ def forward_function(model):
     return tf.function(lambda images: model({"image": images}, training=False), input_signature=[image_spec])
 
 
-def evaluate(forward, file_pattern, trained_tasks, batch_size=8, input_size=256, max_batches=None):
-    """Metrics of a model on the shards matching `file_pattern`: (results dict, per-frame errors by task).
+def evaluate(forward, file_pattern, trained_tasks, batch_size=8, input_size=256, frame_stride=1):
+    """Metrics of a model on the shards matching `file_pattern`, on the frames whose index in their clip is a multiple
+    of `frame_stride`: (results dict, per-frame errors by task).
 
     `forward`: the model's `forward_function`, kept by the caller so that it is traced once (the callbacks evaluate at
     every epoch); the evaluation never calls the model eagerly (cpu_runtime: frozen weights).
     """
     trained_tasks = tasks.parse_tasks(trained_tasks)
     accumulator = _Accumulator(trained_tasks, input_size // 4)
-    dataset = evaluation_dataset(file_pattern, trained_tasks, batch_size, input_size)
-    if max_batches:
-        dataset = dataset.take(max_batches)
+    dataset = evaluation_dataset(file_pattern, trained_tasks, batch_size, input_size, frame_stride)
     batches = 0
     with naming_corrupt_files(file_pattern):
         for inputs, targets in dataset:
@@ -141,7 +146,10 @@ def evaluate(forward, file_pattern, trained_tasks, batch_size=8, input_size=256,
             batches += 1
     if not batches:  # no metrics of no frames: the error names the shards (checked only then, not every epoch)
         require_examples(file_pattern)
-    return accumulator.results()
+        raise FileNotFoundError(f"{file_pattern}: no frame whose index in its clip is a multiple of {frame_stride}")
+    results, per_frame = accumulator.results()
+    results["frame_stride"] = frame_stride  # beside num_frames: which frames the figures are of
+    return results, per_frame
 
 
 # The paper's number per task, plus for depth what its reference RMSE cannot show (see metrics.depth_rmse_bins_union).

@@ -110,26 +110,48 @@ def depth_rmse_bins_union(pred, gt):
         return np.sqrt(squared / union.sum(axis=(1, 2)))
 
 
+def foreground_counts(pred, gt):
+    """[intersection, union] pixel counts of the predicted and ground-truth foreground (label > 0) of N images: sums
+    over batches give the IoU of a whole split (`iou_from_counts`) without keeping its label maps."""
+    pred, gt = np.asarray(pred) > 0, np.asarray(gt) > 0
+    return np.array([(pred & gt).sum(), (pred | gt).sum()], np.int64)
+
+
+def iou_from_counts(counts):
+    """Intersection / union from `foreground_counts`; NaN for no foreground at all."""
+    intersection, union = counts
+    return float(intersection / union) if union else float("nan")
+
+
 def foreground_iou(pred, gt):
     """IoU of the predicted and ground-truth foreground (label > 0), accumulated over all N images."""
-    pred, gt = np.asarray(pred) > 0, np.asarray(gt) > 0
-    union = (pred | gt).sum()
-    return float((pred & gt).sum() / union) if union else float("nan")
+    return iou_from_counts(foreground_counts(pred, gt))
 
 
-def depth_rmse_per_part(pred, gt, parts, num_parts=surreal.NUM_PART_CLASSES):
-    """RMSE in bins over the pixels of each ground-truth part [num_parts], pooled over images; NaN for a part absent.
+def depth_squared_errors_per_part(pred, gt, parts, num_parts=surreal.NUM_PART_CLASSES):
+    """[num_parts, 2]: per ground-truth part, the sum of squared bin errors and the pixel count, pooled over N images
+    (sums over batches give `rmse_from_squared_errors` of a whole split without keeping its label maps).
 
     Index 0 is the background (the paper's Table IV row): its ground-truth pixels, where a pixel predicted as bin k
     counts k. The parts take their ground-truth foreground pixels, as the full-body RMSE does.
     """
-    pred, gt, parts = np.asarray(pred, float), np.asarray(gt, float), np.asarray(parts)
-    out = np.full(num_parts, np.nan)
-    for part in range(num_parts):
-        mask = (parts == part) & (gt > 0) if part else (parts == 0) & (gt == 0)
-        if mask.any():
-            out[part] = np.sqrt(np.mean((pred[mask] - gt[mask]) ** 2))
-    return out
+    pred, gt, parts = np.asarray(pred, np.int64), np.asarray(gt, np.int64), np.asarray(parts, np.int64)
+    counted = np.where(parts > 0, gt > 0, gt == 0)  # a part pixel outside the depth map's foreground counts nowhere
+    squared = np.square(pred - gt)[counted]
+    return np.stack([np.bincount(parts[counted], weights=squared, minlength=num_parts),
+                     np.bincount(parts[counted], minlength=num_parts)], axis=1)  # fmt: skip
+
+
+def rmse_from_squared_errors(sums):
+    """[num_parts] RMSE from `depth_squared_errors_per_part` (sums over batches); NaN for a part never seen."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.sqrt(sums[:, 0] / sums[:, 1])
+
+
+def depth_rmse_per_part(pred, gt, parts, num_parts=surreal.NUM_PART_CLASSES):
+    """RMSE in bins over the pixels of each ground-truth part [num_parts], pooled over images; NaN for a part absent
+    (see `depth_squared_errors_per_part`)."""
+    return rmse_from_squared_errors(depth_squared_errors_per_part(pred, gt, parts, num_parts))
 
 
 def mean_joint_distance_mm(pred, gt):

@@ -218,7 +218,7 @@ def train(config, workdir, verbose=1):
     untrained_path = os.path.join(workdir, "metrics_untrained.json")
     if chief and not os.path.exists(untrained_path):
         untrained, _ = evaluate(forward, val_pattern, task_names, config.eval_batch_size, config.input_size,
-                                config.eval_max_batches)  # fmt: skip
+                                config.eval_frame_stride)  # fmt: skip
         atomic_files.write_json(untrained_path, untrained)
 
     dataset = make_dataset(train_pattern, task_names, training=True, batch_size=config.batch_size,
@@ -231,7 +231,7 @@ def train(config, workdir, verbose=1):
     sample_images = next(iter(make_dataset(val_pattern, task_names, False, 4, config.input_size)))[0]["image"]
     nan_guard = TerminateOnNaN()
     held_out = EvaluationCallback(val_pattern, task_names, config.eval_batch_size, config.input_size,
-                                  config.eval_max_batches, forward)  # fmt: skip
+                                  config.eval_frame_stride, forward)  # fmt: skip
     callbacks = [
         nan_guard,
         held_out,
@@ -250,7 +250,7 @@ def train(config, workdir, verbose=1):
     results = held_out.last_results  # the last epoch's evaluation is of the final weights
     if results is None:  # nothing left to train in this process (a finished run started again)
         results, _ = evaluate(forward, val_pattern, task_names, config.eval_batch_size, config.input_size,
-                              config.eval_max_batches)  # fmt: skip
+                              config.eval_frame_stride)  # fmt: skip
     with open(untrained_path) as f:
         untrained = json.load(f)
     summary = {

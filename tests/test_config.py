@@ -1,5 +1,7 @@
 """The training configuration: presets, overrides, the checks on every field, and what the flags record."""
 
+import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -50,6 +52,25 @@ def test_presets_and_overrides():
 def test_a_configuration_training_cannot_use_is_refused_naming_the_field(overrides, message):
     with pytest.raises(config_lib.ConfigError, match=message):
         config_lib.make_config("paper", **overrides)
+
+
+def test_the_held_out_frame_stride_is_a_flag_that_does_not_make_another_run(tmp_path):
+    """--eval_frame_stride picks the frames evaluated during training (paper: every 10th of a clip; the small presets'
+    short clips: all); it changes no weight, so a run resumes under another value, and a config.json written before
+    it existed (with eval_max_batches, unused) loads as the every-frame evaluation it was."""
+    flag_values = flags.FlagValues()
+    config_flags.define_config_flags(flag_values=flag_values)
+    flag_values(["train.py", "--eval_frame_stride=5"])
+    config = config_flags.config_from_flags(flag_values)
+    assert config.eval_frame_stride == 5 and config_lib.PRESETS["paper"].eval_frame_stride == 10
+    assert config_lib.PRESETS["small"].eval_frame_stride == config_lib.PRESETS["tiny"].eval_frame_stride == 1
+    assert not config_lib.training_differences(config_lib.PRESETS["paper"], config)
+    with pytest.raises(config_lib.ConfigError, match="eval_frame_stride: expected a positive integer, got 0"):
+        config_lib.make_config("paper", eval_frame_stride=0)
+    earlier = dict(dataclasses.asdict(config_lib.PRESETS["paper"]), eval_max_batches=None)
+    del earlier["eval_frame_stride"]
+    (tmp_path / "config.json").write_text(json.dumps(earlier))
+    assert config_lib.load(str(tmp_path / "config.json")) == config_lib.make_config("paper", eval_frame_stride=1)
 
 
 def test_a_local_data_dir_is_recorded_absolute():

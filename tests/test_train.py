@@ -39,15 +39,16 @@ def killed_and_resumed(tmp_path_factory):
     """Starts a tiny run, SIGKILLs it once the first epoch is saved, and runs the same command again."""
     workdir = tmp_path_factory.mktemp("run")
     env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
-    first = subprocess.Popen(_train_command(workdir), cwd=REPO, env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT)  # fmt: skip
+    # Every 4th frame of the held-out clip (frames 0, 2, 4 at the tiny preset's conversion stride) is evaluated.
+    command = _train_command(workdir, "--eval_frame_stride=4")
+    first = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.time() + 400
     while _checkpoint_epoch(workdir) < 1 and first.poll() is None and time.time() < deadline:
         time.sleep(0.2)
     killed_at = _checkpoint_epoch(workdir)
     first.send_signal(signal.SIGKILL)
     first.wait()
-    second = subprocess.run(_train_command(workdir), cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    second = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     return workdir, killed_at, second
 
 
@@ -112,10 +113,11 @@ def test_the_work_dir_holds_everything_a_run_makes(killed_and_resumed):
     pictures = _summaries(workdir / "logs" / "images", "predictions")
     assert resumed <= set(pictures)
     last = pictures[config.epochs - 1]
-    assert len(last) == 2 + min(4, metrics["trained"]["num_frames"]), "width, height, a PNG per held-out frame"
+    assert len(last) == 2 + 3, "width, height, a PNG per held-out frame (the clip's 3, at most 4)"
     assert (int(last[0]), int(last[1])) == (3 * config.input_size, config.input_size), "input + skeleton, parts, depth"
     assert set(metrics["trained"]) >= {"pose2d", "segmentation", "depth", "pose3d", "num_frames"}
-    assert metrics["trained"]["num_frames"] == metrics["untrained"]["num_frames"] > 0
+    assert metrics["trained"]["num_frames"] == metrics["untrained"]["num_frames"] == 2, "held-out frames 0 and 4"
+    assert metrics["trained"]["frame_stride"] == metrics["untrained"]["frame_stride"] == 4
     assert set(metrics["headline"]["trained"]) == set(metrics["headline"]["untrained"])
     assert "held-out   trained" in second.stdout and "val_pose2d_pckh" in (workdir / "history.csv").read_text()
     # A run's output is its own: not TensorFlow's saver INFO logs (per checkpoint lines inside the progress bar, per
@@ -204,8 +206,8 @@ def test_evaluate_writes_tables_plots_and_matches_the_training_metrics(killed_an
     # process that computed metrics.json did not.
     workdir, _, _ = killed_and_resumed
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    done = subprocess.run([sys.executable, "-m", "mtha_tf.evaluate", f"--workdir={workdir}"], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    command = [sys.executable, "-m", "mtha_tf.evaluate", f"--workdir={workdir}", "--frame_stride=4"]  # as trained
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"per-part tables, plots and results.json in {workdir / 'evaluation'}/" in done.stderr
     results = json.loads((workdir / "evaluation" / "results.json").read_text())
@@ -237,7 +239,8 @@ def test_evaluating_on_the_test_split_keeps_the_validation_tables(killed_and_res
     assert validation.read_bytes() == before
     written = json.loads((workdir / "evaluation_test" / "results.json").read_text())
     assert written["pose3d"]["mjd_mm"] == pytest.approx(on_validation["pose3d"]["mjd_mm"], rel=1e-4)
-    assert written["num_frames"] == on_test["num_frames"] == on_validation["num_frames"] > 0
+    # Every frame of the held-out clip (0, 2, 4), whatever the run's --eval_frame_stride.
+    assert written["num_frames"] == on_test["num_frames"] == on_validation["num_frames"] == 3
 
 
 def test_a_data_dir_without_shards_fails_before_the_work_dir_is_written(tmp_path):

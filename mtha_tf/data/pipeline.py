@@ -42,7 +42,8 @@ def require_examples(file_pattern):
 
 
 def make_dataset(file_pattern, tasks_to_train, training, batch_size, input_size=256, shuffle_buffer=256,
-                 deterministic=False, seed=0, repeat=None, with_metadata=None, drop_remainder=None):  # fmt: skip
+                 deterministic=False, seed=0, repeat=None, with_metadata=None, drop_remainder=None,
+                 frame_stride=1):  # fmt: skip
     """A `tf.data.Dataset` of (inputs, targets) batches.
 
     inputs["image"] float32 [B, S, S, 3] (S = input_size, SURREAL-whitened); targets keyed by task name, only the
@@ -50,6 +51,7 @@ def make_dataset(file_pattern, tasks_to_train, training, batch_size, input_size=
     (0..19), pose3d float32 [B, S/4, S/4, 304]. `training` turns on shuffling across shards and augmentation and
     repeats forever; otherwise records are read in order once, and (by default) inputs also carry the metadata that
     metrics need (see `sample.make_sample`). `deterministic` fixes the order and the augmentation for a seed.
+    `frame_stride` keeps the frames whose index in their clip is a multiple of it.
     Wrap iteration in `naming_corrupt_files(file_pattern)` to get errors that name the broken shard.
     """
     task_names = tasks.parse_tasks(tasks_to_train)
@@ -71,6 +73,8 @@ def make_dataset(file_pattern, tasks_to_train, training, batch_size, input_size=
         cycle_length=min(len(files), 8) if training else 1,
         num_parallel_calls=tf.data.AUTOTUNE,
     )
+    if frame_stride > 1:
+        dataset = dataset.filter(lambda serialized: schema.frame_index(serialized) % frame_stride == 0)
     if training:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed)
     seeds = tf.data.Dataset.random(seed=seed).batch(2)

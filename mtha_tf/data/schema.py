@@ -92,6 +92,11 @@ def parse_features(serialized):
     return tf.io.parse_single_example(serialized, FEATURE_SPEC)
 
 
+def frame_index(serialized):
+    """The record's 0-based frame index in its clip, parsed alone (selecting frames decodes none)."""
+    return tf.io.parse_single_example(serialized, {"frame": FEATURE_SPEC["frame"]})["frame"]
+
+
 def decode_features(features):
     """Decodes parsed features into tensors; see `parse_example`."""
     height, width = features["height"], features["width"]

@@ -1,0 +1,57 @@
+"""The held-out evaluation reduces label maps batch by batch: its figures are those of the whole split at once."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mtha_tf import metrics
+from mtha_tf.evaluation import evaluate, evaluation_dataset
+
+INPUT_SIZE = 64
+
+
+def _depth_logits(images):
+    """A fixed stand-in network: per-pixel depth scores from the pooled colours, so the bins vary inside each frame
+    and the foreground is partly right, partly wrong."""
+    pooled = tf.nn.avg_pool2d(images, 4, 4, "VALID")
+    projection = np.random.default_rng(3).normal(size=(3, 20))
+    projection[0, 0] = 4.0  # background where red is strong
+    return {"depth": tf.einsum("bhwc,ck->bhwk", pooled, tf.constant(projection, tf.float32))}
+
+
+@pytest.mark.parametrize("batch_size", [1, 4])
+def test_depth_figures_do_not_depend_on_the_evaluation_batch(records_dir, batch_size):
+    pattern = str(records_dir / "val-*")
+    inputs, targets = next(iter(evaluation_dataset(pattern, ["depth"], 100, INPUT_SIZE)))  # the whole split
+    pred = tf.argmax(_depth_logits(inputs["image"])["depth"], axis=-1).numpy()
+    gt, parts = targets["depth"].numpy(), targets["segmentation"].numpy()
+    assert len(gt) == 6 and 0.2 < (pred > 0).mean() < 0.8, "the stand-in predicts foreground and background"
+
+    results, per_frame = evaluate(_depth_logits, pattern, ["depth"], batch_size, INPUT_SIZE)
+    depth = results["depth"]
+    step_mm = 45.0
+    assert depth["rmse_bins"] == pytest.approx(np.nanmean(metrics.depth_rmse_bins(pred, gt)))
+    assert depth["rmse_mm_foreground_union"] == pytest.approx(
+        step_mm * np.nanmean(metrics.depth_rmse_bins_union(pred, gt))
+    )
+    assert depth["foreground_iou"] == pytest.approx(metrics.foreground_iou(pred, gt))
+    np.testing.assert_allclose(list(depth["rmse_mm_per_part"].values()),
+                               step_mm * metrics.depth_rmse_per_part(pred, gt, parts))  # fmt: skip
+    np.testing.assert_allclose(per_frame["depth"], step_mm * metrics.depth_rmse_bins(pred, gt))
+
+
+def test_a_frame_stride_evaluates_the_frames_whose_index_it_divides(records_dir, tmp_path):
+    """Training evaluates every eval_frame_stride-th frame of each held-out clip (SURREAL's val split: ~50k frames)."""
+    pattern = str(records_dir / "val-*")
+    for stride, frames in ((1, [0, 1, 2, 3, 4, 5]), (2, [0, 2, 4]), (4, [0, 4])):
+        inputs, _ = next(iter(evaluation_dataset(pattern, ["depth"], 100, INPUT_SIZE, frame_stride=stride)))
+        assert inputs["frame"].numpy().tolist() == frames
+        results, per_frame = evaluate(_depth_logits, pattern, ["depth"], 2, INPUT_SIZE, frame_stride=stride)
+        assert results["num_frames"] == len(per_frame["depth"]) == len(frames)
+    # Shards whose frames the stride all passes over: an error naming them and the stride, not a crash on no metrics.
+    odd_frames = tmp_path / "val-00000-of-00001.tfrecord"
+    with tf.io.TFRecordWriter(str(odd_frames)) as writer:
+        for serialized in tf.data.TFRecordDataset(sorted(map(str, records_dir.glob("val-*")))).skip(1).take(1):
+            writer.write(serialized.numpy())
+    with pytest.raises(FileNotFoundError, match=f"{odd_frames}: no frame whose index in its clip is a multiple of 2"):
+        evaluate(_depth_logits, str(odd_frames), ["depth"], 2, INPUT_SIZE, frame_stride=2)
