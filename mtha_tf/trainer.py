@@ -1,7 +1,9 @@
 """Training: data, model, distribution, callbacks, automatic resume, final evaluation. `train.py` is a thin CLI."""
 
 import json
+import math
 import os
+import sys
 
 import keras
 import tensorflow as tf
@@ -11,6 +13,7 @@ from mtha_tf import config as config_lib
 from mtha_tf.absl_logs import without_info_logs
 from mtha_tf.callbacks import EvaluationCallback, PredictionImages, TensorBoard, TerminateOnNaN
 from mtha_tf.data.pipeline import make_dataset, naming_corrupt_files, require_examples
+from mtha_tf.data.shards import converted_frames
 from mtha_tf.evaluation import evaluate, forward_function, headline
 from mtha_tf.fused_rmsprop import FusedRMSprop
 from mtha_tf.model import build_model_for
@@ -175,6 +178,22 @@ def export_final(workdir, epochs):
     return existing if os.path.isdir(existing) else export_workdir(workdir, export_dir, version=epochs)
 
 
+def clip_coverage_note(config):
+    """A note when a run on converted shards reads under half of their training frames, else "". tf.data reads the
+    shards record after record, each clip's frames in a row, so such a run sees about that share of the clips too (a
+    paper run on SURREAL converted at every frame: 300k crops of 5.5 M frames, ~3,000 of 55,001 clips; BUILD.md), where
+    SURREAL's reference loader draws a random clip and frame for every crop."""
+    converted = converted_frames(config.data_dir, "train") if config.data_dir else None
+    crops = config.epochs * config.steps_per_epoch * config.batch_size
+    if not converted or 2 * crops > converted[0]:
+        return ""
+    frames, stride = converted
+    return (f"note: this run trains on {crops:,} crops and {config.data_dir} holds {frames:,} training frames, read "
+            f"shard by shard, each clip's frames in a row: it reads {crops / frames:.0%} of the frames and about that "
+            f"share of the clips. Converting with --frame_stride={stride * math.ceil(frames / crops)} spreads it over "
+            "every clip (BUILD.md, Converting SURREAL at scale)")  # fmt: skip
+
+
 def train(config, workdir, verbose=1):
     """Trains (or resumes) in `workdir`; returns the metrics written to `workdir/metrics.json`."""
     # Checked before anything is written: resuming another run's checkpoints fails on the first mismatched variable,
@@ -195,6 +214,8 @@ def train(config, workdir, verbose=1):
                     "--splits=train,val writes both)"
                 )
             require_examples(pattern)  # and not a partial set of shards
+        if (note := clip_coverage_note(config)) and is_chief():
+            print(note, file=sys.stderr)
     try:
         atomic_files.make_folder(workdir, "workdir")
     except NotADirectoryError as error:

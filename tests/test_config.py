@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -13,6 +14,7 @@ from absl import flags
 
 from mtha_tf import config as config_lib
 from mtha_tf import config_flags, trainer
+from mtha_tf.data.shards import converted_frames
 from tests.conftest import REPO
 
 
@@ -108,3 +110,23 @@ def test_help_lists_the_configuration_flags(command):
     shown = subprocess.run([sys.executable, *command, "--help"], cwd=REPO, capture_output=True, text=True).stdout
     for flag in ("--preset: <paper|small|tiny>", "--data_dir:", "--epochs:", "--lr_schedule: constant", "--seed:"):
         assert flag in shown, shown
+
+
+def test_a_run_reading_a_fraction_of_the_converted_frames_says_so(records_dir, tmp_path):
+    """tf.data reads each clip's frames in a row: a paper run on SURREAL converted at every frame reads ~5 % of its
+    clips (SURREAL's reference loader draws a random clip and frame per crop). The run says so and names the
+    conversion stride that spreads it over every clip; shards without data_prep's manifest get no note."""
+    assert converted_frames(str(records_dir), "train") == (18, 1)
+    few = config_lib.make_config("tiny", data_dir=str(records_dir), epochs=1, steps_per_epoch=1)  # 4 crops
+    assert trainer.clip_coverage_note(few) == (
+        f"note: this run trains on 4 crops and {records_dir} holds 18 training frames, read shard by shard, each "
+        "clip's frames in a row: it reads 22% of the frames and about that share of the clips. Converting with "
+        "--frame_stride=5 "
+        "spreads it over every clip (BUILD.md, Converting SURREAL at scale)"
+    )
+    assert trainer.clip_coverage_note(dataclasses.replace(few, epochs=3)) == "", "12 crops: over half the frames"
+    assert trainer.clip_coverage_note(config_lib.make_config("tiny", epochs=1, steps_per_epoch=1)) == ""  # embedded
+    for shard in records_dir.glob("train-*.tfrecord"):
+        shutil.copy(shard, tmp_path)
+    assert converted_frames(str(tmp_path), "train") is None
+    assert trainer.clip_coverage_note(dataclasses.replace(few, data_dir=str(tmp_path))) == ""

@@ -5,6 +5,7 @@ converter's parent process plans shards before its workers start TensorFlow.
 """
 
 import collections
+import json
 import os
 import re
 
@@ -29,3 +30,15 @@ def missing_shards(paths):
             absent = [shard_name(split, i, count) for i in range(count) if i not in found]
             incomplete.append((os.path.join(folder, f"{split}-*-of-{count:05d}.tfrecord"), len(found), count, absent))
     return incomplete
+
+
+def converted_frames(data_dir, split):
+    """(frames of `split` written, the conversion's --frame_stride) by the `manifest.json` and `conversion.json` that
+    data_prep.surreal leaves in `data_dir`; None where they are absent or unreadable (shards from elsewhere, a URL)."""
+    try:
+        with open(os.path.join(data_dir, "manifest.json")) as f:
+            frames = json.load(f)["splits"][split]["frames_written"]
+        with open(os.path.join(data_dir, "conversion.json")) as f:
+            return frames, json.load(f)["frame_stride"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
