@@ -4,20 +4,25 @@ r"""SURREAL clips -> sharded TFRecords plus a manifest.
         [--num_workers=P] [--clips_per_shard=N] [--task_index=I --num_tasks=M]
 
 ROOT holds `cmu/`. Each split's clips (sorted) are dealt round-robin into shards `OUT/<split>-%05d-of-%05d.tfrecord`,
-so every shard mixes sequences. A shard is written under a temporary name and renamed when complete, with a small
-`OUT/parts/<shard>.json` recording its clips; a restarted run skips shards that are done, and `--task_index` /
-`--num_tasks` split the shards across the machines of a job array. `OUT/manifest.json` merges every finished shard's
-record: per split the clips converted, frames written and skipped, and the clips that failed with the reason.
+so every shard mixes sequences, and a shard interleaves its clips' frames, each clip's in a random order: its first
+records hold a few random frames of every clip, so a training run that reads a share of each shard sees every clip.
+A shard is written under a temporary name and renamed when complete, with a small `OUT/parts/<shard>.json` recording
+its clips; a restarted run skips shards that are done, and `--task_index` / `--num_tasks` split the shards across the
+machines of a job array. `OUT/manifest.json` merges every finished shard's record: per split the clips converted,
+frames written and skipped, and the clips that failed with the reason.
 The exit status is non-zero if any clip failed.
 """
 
+import contextlib
 import json
 import math
 import multiprocessing
 import os
 import sys
 import time
+import zlib
 
+import numpy as np
 from absl import app, flags
 
 from data_prep import surreal_clip
@@ -51,10 +56,12 @@ def convert_shard(job):
     from data_prep.convert_clip import clip_examples
 
     output_dir, split, shard, clips, frame_stride = job
-    record = {"split": split, "shard": shard, "clips": [], "failed": {}, "frames_written": 0, "frames_skipped": 0}
+    record = {"split": split, "shard": shard, "clips": [], "failed": {}, "frames_written": 0, "frames_skipped": 0,
+              "interleaved": True}  # fmt: skip
     start = time.perf_counter()
     final = os.path.join(output_dir, shard + ".tfrecord")
-    with atomic_files.replacing(final) as partial, tf.io.TFRecordWriter(partial) as writer:
+    clip_files = []  # one hidden file per clip, its frames in a random order, until the shard interleaves them
+    try:
         for clip in clips:
             try:
                 examples, skipped = clip_examples(clip, frame_stride)
@@ -62,11 +69,25 @@ def convert_shard(job):
                 record["failed"][clip.name] = str(error)
                 print(f"error: clip {clip.name}: {error}", file=sys.stderr, flush=True)
                 continue
-            for example in examples:
-                writer.write(example)
+            clip_files.append(atomic_files.partial_path(f"{final}.clip{len(clip_files)}"))
+            order = np.random.default_rng(zlib.crc32(clip.name.encode())).permutation(len(examples))
+            with tf.io.TFRecordWriter(clip_files[-1]) as writer:
+                for index in order:
+                    writer.write(examples[index])
             record["clips"].append(clip.name)
             record["frames_written"] += len(examples)
             record["frames_skipped"] += skipped
+        with atomic_files.replacing(final) as partial, tf.io.TFRecordWriter(partial) as writer:
+            if clip_files:  # round robin: a frame of every clip, then a second one of every clip, ...
+                rounds = tf.data.Dataset.from_tensor_slices(clip_files).interleave(
+                    tf.data.TFRecordDataset, cycle_length=len(clip_files), block_length=1
+                )
+                for example in rounds.as_numpy_iterator():
+                    writer.write(example)
+    finally:
+        for path in clip_files:
+            with contextlib.suppress(OSError):
+                os.remove(path)
     record["seconds"] = time.perf_counter() - start
     atomic_files.write_json(os.path.join(output_dir, _PARTS_DIR, shard + ".json"), record)
     return record

@@ -13,7 +13,7 @@ from mtha_tf import config as config_lib
 from mtha_tf.absl_logs import without_info_logs
 from mtha_tf.callbacks import EvaluationCallback, PredictionImages, TensorBoard, TerminateOnNaN
 from mtha_tf.data.pipeline import make_dataset, naming_corrupt_files, require_examples
-from mtha_tf.data.shards import converted_frames
+from mtha_tf.data.shards import converted_frames, records_to_read
 from mtha_tf.evaluation import evaluate, forward_function, headline
 from mtha_tf.fused_rmsprop import FusedRMSprop
 from mtha_tf.model import build_model_for
@@ -178,20 +178,29 @@ def export_final(workdir, epochs):
     return existing if os.path.isdir(existing) else export_workdir(workdir, export_dir, version=epochs)
 
 
+def drawn_records(config):
+    """The training records a run draws in all (every epoch, every step, the global batch)."""
+    return config.epochs * config.steps_per_epoch * config.batch_size
+
+
 def clip_coverage_note(config):
-    """A note when a run on converted shards reads under half of their training frames, else "". tf.data reads the
-    shards record after record, each clip's frames in a row, so such a run sees about that share of the clips too (a
-    paper run on SURREAL converted at every frame: 300k crops of 5.5 M frames, ~3,000 of 55,001 clips; BUILD.md), where
-    SURREAL's reference loader draws a random clip and frame for every crop."""
+    """A note when a run on shards that hold each clip's frames in a row (converted before data_prep.surreal
+    interleaved them) reads under half of their training frames, else "": tf.data reads such shards record after
+    record, so the run sees about that share of the clips too (a paper run on SURREAL converted at every frame: 300k
+    crops of 5.5 M frames, ~3,000 of 55,001 clips; BUILD.md), where SURREAL's reference loader draws a random clip
+    and frame for every crop."""
     converted = converted_frames(config.data_dir, "train") if config.data_dir else None
-    crops = config.epochs * config.steps_per_epoch * config.batch_size
+    crops = drawn_records(config)
     if not converted or 2 * crops > converted[0]:
         return ""
+    if -1 not in records_to_read(tf.io.gfile.glob(os.path.join(config.data_dir, "train-*.tfrecord")), crops):
+        return ""  # interleaved shards: the run reads a share of each, from every clip
     frames, stride = converted
-    return (f"note: this run trains on {crops:,} crops and {config.data_dir} holds {frames:,} training frames, read "
-            f"shard by shard, each clip's frames in a row: it reads {crops / frames:.0%} of the frames and about that "
-            f"share of the clips. Converting with --frame_stride={stride * math.ceil(frames / crops)} spreads it over "
-            "every clip (BUILD.md, Converting SURREAL at scale)")  # fmt: skip
+    return (f"note: this run trains on {crops:,} crops and {config.data_dir} holds {frames:,} training frames, each "
+            f"clip's in a row (converted before data_prep.surreal interleaved a shard's clips): it reads "
+            f"{crops / frames:.0%} of the frames and about that share of the clips. Converting again, or with "
+            f"--frame_stride={stride * math.ceil(frames / crops)}, spreads it over every clip (BUILD.md, Converting "
+            "SURREAL at scale)")  # fmt: skip
 
 
 def train(config, workdir, verbose=1):
@@ -243,7 +252,8 @@ def train(config, workdir, verbose=1):
         atomic_files.write_json(untrained_path, untrained)
 
     dataset = make_dataset(train_pattern, task_names, training=True, batch_size=config.batch_size,
-                           input_size=config.input_size, seed=config.seed)  # fmt: skip
+                           input_size=config.input_size, seed=config.seed,
+                           records_drawn=drawn_records(config))  # fmt: skip
     dataset = dataset.map(losses.targets_per_output(task_names, config.num_stacks))
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA

@@ -112,21 +112,25 @@ def test_help_lists_the_configuration_flags(command):
         assert flag in shown, shown
 
 
-def test_a_run_reading_a_fraction_of_the_converted_frames_says_so(records_dir, tmp_path):
-    """tf.data reads each clip's frames in a row: a paper run on SURREAL converted at every frame reads ~5 % of its
-    clips (SURREAL's reference loader draws a random clip and frame per crop). The run says so and names the
-    conversion stride that spreads it over every clip; shards without data_prep's manifest get no note."""
+def test_a_run_on_shards_of_whole_clips_reading_a_fraction_of_them_says_so(records_dir, tmp_path):
+    """Shards converted before data_prep.surreal interleaved a shard's clips hold each clip's frames in a row: a paper
+    run on SURREAL converted so at every frame reads ~5 % of its clips. The run says so and how to spread it over every
+    clip; interleaved shards and shards without data_prep's manifest get no note."""
     assert converted_frames(str(records_dir), "train") == (18, 1)
     few = config_lib.make_config("tiny", data_dir=str(records_dir), epochs=1, steps_per_epoch=1)  # 4 crops
+    assert trainer.clip_coverage_note(few) == "", "interleaved: a share of every shard, from every clip"
+    older = tmp_path / "older"
+    shutil.copytree(records_dir, older)
+    for part in (older / "parts").glob("train-*.json"):
+        part.write_text(json.dumps({k: v for k, v in json.loads(part.read_text()).items() if k != "interleaved"}))
+    few = dataclasses.replace(few, data_dir=str(older))
     assert trainer.clip_coverage_note(few) == (
-        f"note: this run trains on 4 crops and {records_dir} holds 18 training frames, read shard by shard, each "
-        "clip's frames in a row: it reads 22% of the frames and about that share of the clips. Converting with "
-        "--frame_stride=5 "
-        "spreads it over every clip (BUILD.md, Converting SURREAL at scale)"
+        f"note: this run trains on 4 crops and {older} holds 18 training frames, each clip's in a row (converted "
+        "before data_prep.surreal interleaved a shard's clips): it reads 22% of the frames and about that share of "
+        "the clips. Converting again, or with --frame_stride=5, spreads it over every clip (BUILD.md, Converting "
+        "SURREAL at scale)"
     )
     assert trainer.clip_coverage_note(dataclasses.replace(few, epochs=3)) == "", "12 crops: over half the frames"
     assert trainer.clip_coverage_note(config_lib.make_config("tiny", epochs=1, steps_per_epoch=1)) == ""  # embedded
-    for shard in records_dir.glob("train-*.tfrecord"):
-        shutil.copy(shard, tmp_path)
-    assert converted_frames(str(tmp_path), "train") is None
-    assert trainer.clip_coverage_note(dataclasses.replace(few, data_dir=str(tmp_path))) == ""
+    (older / "manifest.json").unlink()
+    assert converted_frames(str(older), "train") is None and trainer.clip_coverage_note(few) == ""

@@ -233,3 +233,17 @@ def test_the_converters_parent_process_does_not_start_tensorflow():
     probe = "import sys, data_prep.surreal; print('tensorflow' in sys.modules)"
     shown = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
     assert shown.stdout.strip() == "False"
+
+
+def test_a_shard_interleaves_its_clips_each_in_a_random_frame_order(records_dir):
+    """Its first records hold random frames of every clip, so a run that reads a share of each shard draws on every
+    clip, as SURREAL's reference loader (a random clip and frame per crop), not on a few whole clips."""
+    shard = str(records_dir / "train-00000-of-00002.tfrecord")
+    first = [(r["clip"].numpy().decode(), int(r["frame"])) for r in map(parse_example, tf.data.TFRecordDataset(shard))]
+    clips = [clip for clip, _ in first]
+    assert len(set(clips)) == 2 and all(a != b for a, b in zip(clips, clips[1:], strict=False)), "round robin"
+    for clip in set(clips):
+        frames = [t for c, t in first if c == clip]
+        assert sorted(frames) == list(range(6)) and frames != sorted(frames), f"{clip}: a random order of its frames"
+    record = json.loads((records_dir / "parts" / "train-00000-of-00002.json").read_text())
+    assert record["interleaved"] and record["frames_written"] == 12

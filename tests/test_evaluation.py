@@ -45,7 +45,7 @@ def test_a_frame_stride_evaluates_the_frames_whose_index_it_divides(records_dir,
     pattern = str(records_dir / "val-*")
     for stride, frames in ((1, [0, 1, 2, 3, 4, 5]), (2, [0, 2, 4]), (4, [0, 4])):
         inputs, _ = next(iter(evaluation_dataset(pattern, ["depth"], 100, INPUT_SIZE, frame_stride=stride)))
-        assert inputs["frame"].numpy().tolist() == frames
+        assert sorted(inputs["frame"].numpy().tolist()) == frames
         results, per_frame = evaluate(_depth_logits, pattern, ["depth"], 2, INPUT_SIZE, frame_stride=stride)
         assert results["num_frames"] == len(per_frame["depth"]) == len(frames)
     # Shards whose frames the stride all passes over: an error naming them and the stride, not a crash on no metrics.

@@ -7,7 +7,7 @@ import tensorflow as tf
 from mtha_tf import tasks
 from mtha_tf.data import augment, schema
 from mtha_tf.data.sample import make_sample
-from mtha_tf.data.shards import missing_shards
+from mtha_tf.data.shards import missing_shards, records_to_read
 
 
 class CorruptRecordError(ValueError):
@@ -43,7 +43,7 @@ def require_examples(file_pattern):
 
 def make_dataset(file_pattern, tasks_to_train, training, batch_size, input_size=256, shuffle_buffer=256,
                  deterministic=False, seed=0, repeat=None, with_metadata=None, drop_remainder=None,
-                 frame_stride=1):  # fmt: skip
+                 frame_stride=1, records_drawn=None):  # fmt: skip
     """A `tf.data.Dataset` of (inputs, targets) batches.
 
     inputs["image"] float32 [B, S, S, 3] (S = input_size, SURREAL-whitened); targets keyed by task name, only the
@@ -51,7 +51,9 @@ def make_dataset(file_pattern, tasks_to_train, training, batch_size, input_size=
     (0..19), pose3d float32 [B, S/4, S/4, 304]. `training` turns on shuffling across shards and augmentation and
     repeats forever; otherwise records are read in order once, and (by default) inputs also carry the metadata that
     metrics need (see `sample.make_sample`). `deterministic` fixes the order and the augmentation for a seed.
-    `frame_stride` keeps the frames whose index in their clip is a multiple of it.
+    `frame_stride` keeps the frames whose index in their clip is a multiple of it. `records_drawn`, the records a
+    training run will draw in all, has it read that share of each shard converted by data_prep.surreal (which
+    interleaves a shard's clips), so that it sees every clip (`shards.records_to_read`); None reads every record.
     Wrap iteration in `naming_corrupt_files(file_pattern)` to get errors that name the broken shard.
     """
     task_names = tasks.parse_tasks(tasks_to_train)
@@ -63,13 +65,14 @@ def make_dataset(file_pattern, tasks_to_train, training, batch_size, input_size=
     options = tf.data.Options()
     options.deterministic = deterministic or not training
 
-    dataset = tf.data.Dataset.from_tensor_slices(files)
+    counts = tf.constant(records_to_read(files, records_drawn), tf.int64)  # -1: the whole shard
+    dataset = tf.data.Dataset.from_tensor_slices((files, counts))
     if training:
         dataset = dataset.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
     if repeat:
         dataset = dataset.repeat()
     dataset = dataset.interleave(
-        tf.data.TFRecordDataset,
+        lambda path, count: tf.data.TFRecordDataset(path).take(count),
         cycle_length=min(len(files), 8) if training else 1,
         num_parallel_calls=tf.data.AUTOTUNE,
     )

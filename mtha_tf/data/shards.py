@@ -6,6 +6,7 @@ converter's parent process plans shards before its workers start TensorFlow.
 
 import collections
 import json
+import math
 import os
 import re
 
@@ -42,3 +43,29 @@ def converted_frames(data_dir, split):
             return frames, json.load(f)["frame_stride"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def _shard_record(path):
+    """The `parts/<shard>.json` that data_prep.surreal writes beside a shard, or None (shards from elsewhere, a URL)."""
+    name = os.path.splitext(os.path.basename(path))[0]
+    try:
+        with open(os.path.join(os.path.dirname(path), "parts", name + ".json")) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def records_to_read(paths, total):
+    """How many of its first records each shard gives a run that draws `total` records (None: all of them), -1 for
+    all. A shard whose frames data_prep.surreal interleaved across its clips gives the same share as every other such
+    shard, `total` / their frames (at most all): its first records hold random frames of every clip, so the run draws
+    on every clip of the split, as SURREAL's reference loader, which picks a random clip and frame per crop. Other
+    shards hold each clip's frames in a row and are read whole."""
+    if total is None:
+        return [-1] * len(paths)
+    records = [_shard_record(path) for path in paths]
+    interleaved = [r["frames_written"] if r and r.get("interleaved") else None for r in records]
+    frames = sum(n for n in interleaved if n is not None)
+    if total >= frames:
+        return [-1] * len(paths)
+    return [-1 if n is None else math.ceil(n * total / frames) for n in interleaved]
