@@ -1,4 +1,6 @@
-"""Shard file names: `<split>-<index>-of-<count>.tfrecord`, written by `data_prep.surreal`, checked by the reader.
+"""Shard file names: `<split>-<index>-of-<count>.tfrecord`, written by `data_prep.surreal`, checked by the reader;
+and what the reader takes from the converter's records beside them (`manifest.json`, `conversion.json`,
+`parts/<shard>.json`): frame counts, and whether a shard interleaves its clips.
 
 The count in every name lets a reader tell a complete set from part of one. Plain Python (no TensorFlow): the
 converter's parent process plans shards before its workers start TensorFlow.
