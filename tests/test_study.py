@@ -91,6 +91,9 @@ def test_the_study_numbers_equal_evaluate_and_a_second_run_reuses_the_models(tin
     # or --[no]export goes on.
     executed_otherwise = dataclasses.replace(config, jit_compile=not config.jit_compile, export=not config.export)
     study.run_study("pose2d", "pose2d", executed_otherwise, str(study_dir))
+    # Compared on every 4th frame of the held-out clip (frames 0, 2, 4 converted): frames 0 and 4.
+    on_fewer = study.run_study("pose2d", "pose2d", config, str(study_dir), frame_stride=4)["pose2d"]
+    assert on_fewer["num_frames"] == 2 and on_fewer["frame_stride"] == 4
     with pytest.raises(trainer.TrainingFailed, match=r"another configuration \(steps_per_epoch: 2 -> 3\)"):
         changed = config_lib.make_config("tiny", epochs=1, steps_per_epoch=3, export=False)
         study.run_study("pose2d", "pose2d", changed, str(study_dir))
@@ -109,7 +112,7 @@ def test_all_trains_every_combination_and_tables_those_with_the_target(tiny_stud
     trained = []
     monkeypatch.setattr(study, "train_combination", lambda config, workdir: trained.append(os.path.basename(workdir)))
     finished = evaluate_workdir(str(study_dir / "runs" / "pose2d"))  # stands in for every combination's numbers
-    monkeypatch.setattr(study.evaluate, "evaluate_workdir", lambda workdir, split: finished)
+    monkeypatch.setattr(study.evaluate, "evaluate_workdir", lambda workdir, split, frame_stride: finished)
     shared_data = config_lib.load(str(study_dir / "runs" / "pose2d" / "config.json")).data_dir
     results = study.run_study("pose2d", "all", dataclasses.replace(config, data_dir=shared_data), str(tmp_path))
     assert sorted(trained) == sorted(study.run_name(c) for c in study.combinations("pose2d", "all"))
