@@ -13,7 +13,7 @@ from mtha_tf import config as config_lib
 from mtha_tf.absl_logs import without_info_logs
 from mtha_tf.callbacks import EvaluationCallback, PredictionImages, TensorBoard, TerminateOnNaN
 from mtha_tf.data.pipeline import make_dataset, naming_corrupt_files, require_examples
-from mtha_tf.data.shards import converted_frames, records_to_read
+from mtha_tf.data.shards import converted_frames, interleaved
 from mtha_tf.evaluation import evaluate, forward_function, headline
 from mtha_tf.fused_rmsprop import FusedRMSprop
 from mtha_tf.model import build_model_for
@@ -193,8 +193,8 @@ def clip_coverage_note(config):
     crops = drawn_records(config)
     if not converted or 2 * crops > converted[0]:
         return ""
-    if -1 not in records_to_read(tf.io.gfile.glob(os.path.join(config.data_dir, "train-*.tfrecord")), crops):
-        return ""  # interleaved shards: the run reads a share of each, from every clip
+    if interleaved(tf.io.gfile.glob(os.path.join(config.data_dir, "train-*.tfrecord"))):
+        return ""  # the run reads a share of each shard, from every clip
     frames, stride = converted
     return (f"note: this run trains on {crops:,} crops and {config.data_dir} holds {frames:,} training frames, each "
             f"clip's in a row (converted before data_prep.surreal interleaved a shard's clips): it reads "

@@ -57,6 +57,16 @@ def _shard_record(path):
         return None
 
 
+def _interleaved_frames(record):
+    """A shard record's frame count if data_prep.surreal interleaved the shard's clips, else None."""
+    return record["frames_written"] if record and record.get("interleaved") else None
+
+
+def interleaved(paths):
+    """Whether data_prep.surreal interleaved the clips of every one of these shards (see `records_to_read`)."""
+    return all(_interleaved_frames(_shard_record(path)) is not None for path in paths)
+
+
 def records_to_read(paths, total):
     """How many of its first records each shard gives a run that draws `total` records (None: all of them), -1 for
     all. A shard whose frames data_prep.surreal interleaved across its clips gives the same share as every other such
@@ -65,9 +75,8 @@ def records_to_read(paths, total):
     shards hold each clip's frames in a row and are read whole."""
     if total is None:
         return [-1] * len(paths)
-    records = [_shard_record(path) for path in paths]
-    interleaved = [r["frames_written"] if r and r.get("interleaved") else None for r in records]
-    frames = sum(n for n in interleaved if n is not None)
+    counts = [_interleaved_frames(_shard_record(path)) for path in paths]
+    frames = sum(n for n in counts if n is not None)
     if total >= frames:
         return [-1] * len(paths)
-    return [-1 if n is None else math.ceil(n * total / frames) for n in interleaved]
+    return [-1 if n is None else math.ceil(n * total / frames) for n in counts]
