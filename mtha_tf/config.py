@@ -56,6 +56,11 @@ class Config:
         # One spelling per network: "--tasks=depth,pose2d" and " pose2d,depth" build the same model, and a work dir
         # of one is resumed by the other (they used to differ in config.json, and the second was refused).
         self.tasks = ",".join(self.task_names())
+        # Likewise one spelling per loss: a weight of 1 is the paper's sum, and the weight of a task the run does not
+        # train is unused (the study gives one --task_weights to each of its combinations), so neither makes the run
+        # another one.
+        self.task_weights = {task: float(weight) for task, weight in self.task_weights.items()
+                             if task in self.task_names() and weight != 1}  # fmt: skip
 
     def task_names(self):
         return task_table.parse_tasks(self.tasks)
@@ -119,6 +124,9 @@ def config_problems(config):
     except (ValueError, AttributeError):
         problems.insert(0, f"tasks: expected a non-empty comma-separated subset of {','.join(task_table.TASKS)}, "
                            f"got {config.tasks!r}")  # fmt: skip
+    if not problems and all(config.task_weights.get(task, 1) == 0 for task in task_table.parse_tasks(config.tasks)):
+        problems.append(f"task_weights: every trained task ({config.tasks}) has weight 0, so nothing would be learned; "
+                        f"got {config.task_weights!r}")  # fmt: skip
     # The stem brings the input to 1/4, and each hourglass level halves it again: the skip additions need every
     # level's size to be even.
     multiple = 4 * 2**config.hourglass_depth if _is_positive_int(config.hourglass_depth) else 1
@@ -179,9 +187,10 @@ def make_config(preset="paper", **overrides):
 
 
 # Fields that change how a run executes or what it writes besides the model, not what it trains: a finished or
-# interrupted run is the same run under other values (a study started before XLA became Keras' "auto" has
-# `"jit_compile": false` in its configs; runs before eval_frame_stride evaluated every frame).
-EXECUTION_FIELDS = ("jit_compile", "export", "eval_frame_stride")
+# interrupted run is the same run under other values (the evaluation's figures do not depend on its batch; a study
+# started before XLA became Keras' "auto" has `"jit_compile": false` in its configs; runs before eval_frame_stride
+# evaluated every frame).
+EXECUTION_FIELDS = ("jit_compile", "export", "eval_frame_stride", "eval_batch_size")
 
 
 def trains_longer(saved, config):

@@ -160,7 +160,8 @@ def main(argv):
 
     values = flags.FLAGS
     try:
-        config = config_from_flags(tasks=values.target_task)
+        # Every task: run_study gives each combination its own; the base keeps every --task_weights entry for them.
+        config = config_from_flags(tasks=",".join(tasks.TASKS))
         results = run_study(values.target_task, values.combinations, config, values.study_dir, values.split,
                             values.frame_stride)  # fmt: skip
     except (trainer.TrainingFailed, config_lib.ConfigError, FileNotFoundError, OtherConversion) as error:

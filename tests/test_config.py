@@ -67,12 +67,47 @@ def test_the_held_out_frame_stride_is_a_flag_that_does_not_make_another_run(tmp_
     assert config.eval_frame_stride == 5 and config_lib.PRESETS["paper"].eval_frame_stride == 10
     assert config_lib.PRESETS["small"].eval_frame_stride == config_lib.PRESETS["tiny"].eval_frame_stride == 1
     assert not config_lib.training_differences(config_lib.PRESETS["paper"], config)
+    flag_values(["train.py", "--eval_batch_size=64"])  # nor does the evaluation's batch
+    assert not config_lib.training_differences(config, config_flags.config_from_flags(flag_values))
     with pytest.raises(config_lib.ConfigError, match="eval_frame_stride: expected a positive integer, got 0"):
         config_lib.make_config("paper", eval_frame_stride=0)
     earlier = dict(dataclasses.asdict(config_lib.PRESETS["paper"]), eval_max_batches=None)
     del earlier["eval_frame_stride"]
     (tmp_path / "config.json").write_text(json.dumps(earlier))
     assert config_lib.load(str(tmp_path / "config.json")) == config_lib.make_config("paper", eval_frame_stride=1)
+
+
+def test_task_weights_are_a_flag_recorded_once_per_loss(caplog):
+    """--task_weights=pose2d=10,depth=0.5 weights the tasks' losses (their sizes differ ~10x); a weight of 1 is the
+    paper's sum and a task the run does not train has no loss, so neither makes another run (the study gives one
+    --task_weights to every combination), and train.py says when a named task is not trained."""
+    flag_values = flags.FlagValues()
+    config_flags.define_config_flags(flag_values=flag_values)
+
+    def parsed(*argv):
+        flag_values.unparse_flags()
+        flag_values(["train.py", *argv])
+        return config_flags.config_from_flags(flag_values)
+
+    weighted = parsed("--task_weights=pose2d=10, depth=0.5,segmentation=1")
+    assert weighted.task_weights == {"pose2d": 10.0, "depth": 0.5}
+    assert config_lib.training_differences(config_lib.PRESETS["paper"], weighted) == [
+        "task_weights: {} -> {'pose2d': 10.0, 'depth': 0.5}"
+    ]
+    caplog.clear()
+    plain = parsed("--tasks=pose2d", "--task_weights=pose2d=1,pose3d=3")
+    assert plain.task_weights == {} and plain == parsed("--tasks=pose2d")
+    assert "--task_weights names pose3d, which this run does not train (--tasks=pose2d): unused" in caplog.text
+    assert dataclasses.replace(weighted, tasks="depth").task_weights == {"depth": 0.5}  # a study's combination
+    for argv, message in (
+        (["--task_weights=pose2d:10"], "--task_weights: expected distinct task=weight pairs like 'pose2d=10,depth"),
+        (["--task_weights=depth=1,depth=2"], "--task_weights: expected distinct task=weight pairs"),
+        (["--task_weights=normals=2"], "task_weights: expected a dict from tasks"),
+        (["--task_weights=depth=-1"], "task_weights: expected a dict from tasks .* to numbers >= 0"),
+        (["--tasks=depth", "--task_weights=depth=0"], "every trained task \\(depth\\) has weight 0"),
+    ):
+        with pytest.raises(config_lib.ConfigError, match=message):
+            parsed(*argv)
 
 
 def test_a_local_data_dir_is_recorded_absolute():

@@ -70,10 +70,11 @@ def test_the_study_numbers_equal_evaluate_and_a_second_run_reuses_the_models(tin
         assert evaluated["pose2d"]["pckh_per_joint"] == result["pose2d"]["pckh_per_joint"]
         assert evaluated["pose2d"]["pckh"] == result["pose2d"]["pckh"]
 
-    # The command with the same settings reuses both runs and says where the tables are.
+    # The command with the same settings (a weight of 1 is the paper's sum) reuses both runs and says where the tables
+    # are.
     command = [sys.executable, "-m", "mtha_tf.study", "--target_task=pose2d", "--preset=tiny", "--epochs=1",
                "--steps_per_epoch=2", "--noexport", "--combinations=pose2d;pose2d,segmentation",
-               f"--study_dir={study_dir}"]  # fmt: skip
+               "--task_weights=segmentation=1", f"--study_dir={study_dir}"]  # fmt: skip
     again = subprocess.run(command, cwd=REPO, capture_output=True, text=True,
                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))  # fmt: skip
     assert again.returncode == 0, again.stderr[-3000:]
@@ -106,17 +107,24 @@ def test_the_study_numbers_equal_evaluate_and_a_second_run_reuses_the_models(tin
 
 
 def test_all_trains_every_combination_and_tables_those_with_the_target(tiny_study, tmp_path, monkeypatch):
-    """--combinations=all trains the 15 (a study of another target in the same study dir then reuses them); the
-    target's table compares the 8 that contain it."""
+    """--combinations=all trains the 15 (a study of another target in the same study dir then reuses them), each with
+    the --task_weights of its tasks; the target's table compares the 8 that contain it."""
     study_dir, config, _ = tiny_study
-    trained = []
-    monkeypatch.setattr(study, "train_combination", lambda config, workdir: trained.append(os.path.basename(workdir)))
+    weights = {}
+
+    def record_weights(config, workdir):
+        weights[os.path.basename(workdir)] = config.task_weights
+
+    monkeypatch.setattr(study, "train_combination", record_weights)
     finished = evaluate_workdir(str(study_dir / "runs" / "pose2d"))  # stands in for every combination's numbers
     monkeypatch.setattr(study.evaluate, "evaluate_workdir", lambda workdir, split, frame_stride: finished)
     shared_data = config_lib.load(str(study_dir / "runs" / "pose2d" / "config.json")).data_dir
-    results = study.run_study("pose2d", "all", dataclasses.replace(config, data_dir=shared_data), str(tmp_path))
-    assert sorted(trained) == sorted(study.run_name(c) for c in study.combinations("pose2d", "all"))
-    assert len(trained) == 15
+    weighted = dataclasses.replace(config, data_dir=shared_data, task_weights={"pose2d": 2, "depth": 0.5})
+    results = study.run_study("pose2d", "all", weighted, str(tmp_path))
+    assert sorted(weights) == sorted(study.run_name(c) for c in study.combinations("pose2d", "all"))
+    assert len(weights) == 15
+    assert weights["pose2d+depth"] == {"pose2d": 2.0, "depth": 0.5} and weights["depth+pose3d"] == {"depth": 0.5}
+    assert weights["segmentation"] == {}
     assert sorted(results) == sorted(study.run_name(c) for c in study.combinations("pose2d", "paper"))
     header = (tmp_path / "pose2d" / "pose2d.md").read_text().splitlines()[0]
     assert header.count("|") == 2 + 8 and "| segmentation+depth |" not in header
