@@ -2,11 +2,14 @@ r"""Evaluates a trained work dir on held-out frames: per-part tables, success-ra
 
     python -m mtha_tf.evaluate --workdir=W [--data_dir=D] [--split=val|test]
 
-Writes W/evaluation/ (W/evaluation_test/ for --split=test): results.json, <task>.md and <task>.csv (rows = parts or
-joints, as the paper's Tables I-IV), success_rates.png (paper Fig. 3) and predictions.png (input with skeleton, part
-map, depth map, 3D skeleton).
+Writes W/evaluation/ (W/evaluation_test/ for --split=test): results.json (with `evaluated`: the weights, shards and
+frames it is of), <task>.md and <task>.csv (rows = parts or joints, as the paper's Tables I-IV), per_frame.npz (each
+frame's error per task), success_rates.png (paper Fig. 3) and predictions.png (input with skeleton, part map, depth
+map, 3D skeleton).
 """
 
+import hashlib
+import importlib.metadata
 import json
 import os
 import sys
@@ -24,16 +27,23 @@ from absl import app, flags  # noqa: E402
 from mtha_tf import atomic_files, evaluation, report, surreal, visualize  # noqa: E402
 from mtha_tf import config as config_lib  # noqa: E402
 from mtha_tf.data.crop import transform_points  # noqa: E402
+from mtha_tf.data.pipeline import list_files  # noqa: E402
 from mtha_tf.model import build_model_for  # noqa: E402
 from mtha_tf.targets import make_codecs  # noqa: E402
+
+
+def final_weights(workdir):
+    """The path of the work dir's final weights; FileNotFoundError if training there has not finished."""
+    weights = os.path.join(workdir, "final.weights.h5")
+    if not os.path.exists(weights):
+        raise FileNotFoundError(f"{weights}: no final weights; has training in {workdir} finished?")
+    return weights
 
 
 def load_trained(workdir):
     """(config, model with the work dir's final weights)."""
     config = config_lib.load(os.path.join(workdir, "config.json"))
-    weights = os.path.join(workdir, "final.weights.h5")
-    if not os.path.exists(weights):
-        raise FileNotFoundError(f"{weights}: no final weights; has training in {workdir} finished?")
+    weights = final_weights(workdir)
     # Inference runs in float32 whatever the training precision was (the weights are float32 either way).
     policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("float32")
@@ -74,20 +84,67 @@ def prediction_grid(forward, config, pattern, path, count=6):
     return visualize.write_image(path, np.concatenate(rows, axis=0))
 
 
-def evaluate_workdir(workdir, data_dir=None, split="val", frame_stride=1):
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _package_version():
+    try:
+        return importlib.metadata.version("mtha-tf")
+    except importlib.metadata.PackageNotFoundError:  # run from a clone without installing it
+        return "unknown"
+
+
+def evaluation_key(weights, pattern, frame_stride):
+    """What an evaluation's figures depend on: the trained weights, the held-out shards (names and sizes), the frames
+    taken and the package version (its metrics). Recorded in results.json as `evaluated`."""
+    shards = hashlib.sha256()
+    for path in list_files(pattern):
+        shards.update(f"{os.path.basename(path)} {tf.io.gfile.stat(path).length}\n".encode())
+    return {"weights_sha256": _sha256(weights), "held_out": pattern, "shards_sha256": shards.hexdigest(),
+            "frame_stride": frame_stride, "mtha_tf": _package_version()}  # fmt: skip
+
+
+def _finished_evaluation(out_dir, key):
+    """(results, per-frame errors) of an evaluation in `out_dir` made under `key`, or None."""
+    try:
+        with open(os.path.join(out_dir, "results.json")) as f:
+            results = json.load(f)
+        with np.load(os.path.join(out_dir, "per_frame.npz")) as saved:
+            per_frame = {name: saved[name] for name in saved.files if name != "evaluated"}
+            per_frame_key = json.loads(str(saved["evaluated"]))
+    except (OSError, ValueError, KeyError):  # none yet, one written before these files, or a damaged one: evaluate
+        return None
+    return (results, per_frame) if results.get("evaluated") == key == per_frame_key else None
+
+
+def evaluate_workdir(workdir, data_dir=None, split="val", frame_stride=1, reuse=False):
     """Runs the evaluation on `split` (the frames whose index in their clip is a multiple of `frame_stride`); returns
-    (results dict, also written to W/evaluation/results.json or its `split_dir`; per-frame errors)."""
+    (results dict, also written to W/evaluation/results.json or its `split_dir`; per-frame errors, also written to
+    per_frame.npz there). `reuse`: return the evaluation already there instead when it was made of the same weights,
+    shards, frames and package version (the study evaluates its runs again at every command)."""
+    config = config_lib.load(os.path.join(workdir, "config.json"))
+    pattern = held_out_pattern(config, workdir, data_dir, split)
+    out_dir = split_dir(os.path.join(workdir, "evaluation"), split)
+    key = evaluation_key(final_weights(workdir), pattern, frame_stride)
+    if reuse and (finished := _finished_evaluation(out_dir, key)):
+        return finished
     config, model = load_trained(workdir)
     # One traced forward pass for the metrics and the grid: no convolution runs eagerly (cpu_runtime: frozen weights).
     forward = evaluation.forward_function(model)
-    pattern = held_out_pattern(config, workdir, data_dir, split)
     results, per_frame = evaluation.evaluate(forward, pattern, config.task_names(), config.eval_batch_size,
                                              config.input_size, frame_stride)  # fmt: skip
-    out_dir = split_dir(os.path.join(workdir, "evaluation"), split)
+    results["evaluated"] = key
     name = os.path.basename(os.path.normpath(workdir))
     report.write_tables({name: results}, out_dir, config.task_names())
     report.plot_success_rates({name: per_frame}, os.path.join(out_dir, "success_rates.png"))
     prediction_grid(forward, config, pattern, os.path.join(out_dir, "predictions.png"))
+    with atomic_files.replacing(os.path.join(out_dir, "per_frame.npz")) as partial:
+        np.savez(partial, evaluated=json.dumps(key), **per_frame)
     atomic_files.write_json(os.path.join(out_dir, "results.json"), results)
     return results, per_frame
 

@@ -110,9 +110,11 @@ def plot_improvement(gains, title, unit, path):
     return report.save_figure(figure, path)
 
 
-def run_study(target_task, which, base_config, study_dir, split="val", frame_stride=1):
+def run_study(target_task, which, base_config, study_dir, split="val", frame_stride=1, reuse=True):
     """Trains/reuses, evaluates on `split` (the frames whose index in their clip is a multiple of `frame_stride`) and
-    reports; returns {run name: results dict}."""
+    reports; returns {run name: results dict}. A run's evaluation already made of its final weights on the same frames
+    is reused (`reuse`; evaluate.evaluate_workdir): the studies of the four targets share most runs, and SURREAL's test
+    split holds ~1.2 M frames."""
     if trainer.cluster_config():  # before any TensorFlow op: a traceback from tf.distribute otherwise
         raise trainer.TrainingFailed(
             "TF_CONFIG is set, but a study trains its combinations one after another in one process, which a "
@@ -130,7 +132,8 @@ def run_study(target_task, which, base_config, study_dir, split="val", frame_str
         config = dataclasses.replace(base_config, tasks=",".join(task_names), data_dir=data_dir)
         train_combination(config, workdir)
         if target_task in task_names:
-            results[name], per_frame[name] = evaluate.evaluate_workdir(workdir, split=split, frame_stride=frame_stride)
+            results[name], per_frame[name] = evaluate.evaluate_workdir(workdir, split=split, frame_stride=frame_stride,
+                                                                       reuse=reuse)  # fmt: skip
 
     out_dir = evaluate.split_dir(os.path.join(study_dir, target_task), split)
     report.write_tables(results, out_dir, [target_task])
@@ -163,7 +166,7 @@ def main(argv):
         # Every task: run_study gives each combination its own; the base keeps every --task_weights entry for them.
         config = config_from_flags(tasks=",".join(tasks.TASKS))
         results = run_study(values.target_task, values.combinations, config, values.study_dir, values.split,
-                            values.frame_stride)  # fmt: skip
+                            values.frame_stride, reuse=not values.reevaluate)  # fmt: skip
     except (trainer.TrainingFailed, config_lib.ConfigError, FileNotFoundError, OtherConversion) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -189,6 +192,12 @@ if __name__ == "__main__":
     flags.register_multi_flags_validator(["target_task", "combinations"], _are_valid_combinations)
     flags.DEFINE_string("study_dir", "study", "Holds the runs, the shared embedded data and the reports.")
     flags.DEFINE_enum("split", "val", evaluate.SPLITS, "The held-out split the combinations are compared on.")
+    flags.DEFINE_bool(
+        "reevaluate",
+        False,
+        "Evaluate every combination again, even one already evaluated from the same "
+        "weights on the same frames (reused by default; redo after changing the metrics' code).",
+    )
     flags.DEFINE_integer("frame_stride", 1, "Compare on the held-out frames whose index in their clip is a multiple "
                          "of this; 1: every frame (SURREAL's test split holds ~1.2 M, for each combination).",
                          lower_bound=1)  # fmt: skip

@@ -4,14 +4,16 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from mtha_tf import config as config_lib
 from mtha_tf import study, tasks, trainer
-from mtha_tf.evaluate import evaluate_workdir
+from mtha_tf.evaluate import evaluate_workdir, load_trained
 from tests.conftest import REPO
 
 
@@ -70,8 +72,10 @@ def test_the_study_numbers_equal_evaluate_and_a_second_run_reuses_the_models(tin
         assert evaluated["pose2d"]["pckh_per_joint"] == result["pose2d"]["pckh_per_joint"]
         assert evaluated["pose2d"]["pckh"] == result["pose2d"]["pckh"]
 
-    # The command with the same settings (a weight of 1 is the paper's sum) reuses both runs and says where the tables
-    # are.
+    # The command with the same settings (a weight of 1 is the paper's sum) reuses both runs and their evaluations and
+    # says where the tables are.
+    evaluated_at = {name: (study_dir / "runs" / name / "evaluation" / "results.json").stat().st_mtime_ns
+                    for name in results}  # fmt: skip
     command = [sys.executable, "-m", "mtha_tf.study", "--target_task=pose2d", "--preset=tiny", "--epochs=1",
                "--steps_per_epoch=2", "--noexport", "--combinations=pose2d;pose2d,segmentation",
                "--task_weights=segmentation=1", f"--study_dir={study_dir}"]  # fmt: skip
@@ -79,6 +83,8 @@ def test_the_study_numbers_equal_evaluate_and_a_second_run_reuses_the_models(tin
                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))  # fmt: skip
     assert again.returncode == 0, again.stderr[-3000:]
     assert "Epoch" not in again.stdout, "a finished combination was trained again"
+    assert evaluated_at == {name: (study_dir / "runs" / name / "evaluation" / "results.json").stat().st_mtime_ns
+                            for name in results}, "a finished evaluation was made again"  # fmt: skip
     shown = dict(line.split(maxsplit=1) for line in again.stdout.splitlines() if line.startswith("pose2d"))
     assert shown == {name: f"pose2d pckh: {r['pose2d']['pckh']:.2f}" for name, r in results.items()}
     assert "best multi-task combination: pose2d+segmentation" in again.stdout
@@ -106,6 +112,32 @@ def test_the_study_numbers_equal_evaluate_and_a_second_run_reuses_the_models(tin
     assert trained_on == [("pose2d", 2)]
 
 
+def test_an_evaluation_is_reused_only_of_the_same_weights_and_frames(tiny_study, tmp_path, monkeypatch):
+    """A study evaluates its runs at every command, and the studies of the four targets share runs: an evaluation made
+    of the same final weights, shards and frames is read back (results.json and per_frame.npz, for the success-rate
+    plot); other weights (a run trained on), another frame stride or reuse=False evaluate again."""
+    study_dir, _, _ = tiny_study
+    run = tmp_path / "pose2d"
+    shutil.copytree(study_dir / "runs" / "pose2d", run)  # its config.json names the study's shared data
+    first, first_per_frame = evaluate_workdir(str(run))
+    assert first["evaluated"]["frame_stride"] == 1 and len(first["evaluated"]["weights_sha256"]) == 64
+    evaluations = []
+    real_evaluate = study.evaluate.evaluation.evaluate
+    monkeypatch.setattr(study.evaluate.evaluation, "evaluate", lambda *a: evaluations.append(a) or real_evaluate(*a))
+    again, again_per_frame = evaluate_workdir(str(run), reuse=True)
+    assert evaluations == [] and again == first
+    assert again_per_frame.keys() == first_per_frame.keys() == {"pose2d"}
+    np.testing.assert_array_equal(again_per_frame["pose2d"], first_per_frame["pose2d"])
+    assert evaluate_workdir(str(run), reuse=True, frame_stride=4)[0]["num_frames"] == 2 and len(evaluations) == 1
+    evaluate_workdir(str(run), reuse=False, frame_stride=4)
+    assert len(evaluations) == 2
+    _, model = load_trained(str(run))  # trained on: other final weights
+    model.layers[-1].kernel.assign(model.layers[-1].kernel * 2.0)
+    model.save_weights(str(run / "final.weights.h5"))
+    assert evaluate_workdir(str(run), reuse=True, frame_stride=4)[0]["evaluated"] != again["evaluated"]
+    assert len(evaluations) == 3
+
+
 def test_all_trains_every_combination_and_tables_those_with_the_target(tiny_study, tmp_path, monkeypatch):
     """--combinations=all trains the 15 (a study of another target in the same study dir then reuses them), each with
     the --task_weights of its tasks; the target's table compares the 8 that contain it."""
@@ -117,7 +149,7 @@ def test_all_trains_every_combination_and_tables_those_with_the_target(tiny_stud
 
     monkeypatch.setattr(study, "train_combination", record_weights)
     finished = evaluate_workdir(str(study_dir / "runs" / "pose2d"))  # stands in for every combination's numbers
-    monkeypatch.setattr(study.evaluate, "evaluate_workdir", lambda workdir, split, frame_stride: finished)
+    monkeypatch.setattr(study.evaluate, "evaluate_workdir", lambda workdir, split, frame_stride, reuse: finished)
     shared_data = config_lib.load(str(study_dir / "runs" / "pose2d" / "config.json")).data_dir
     weighted = dataclasses.replace(config, data_dir=shared_data, task_weights={"pose2d": 2, "depth": 0.5})
     results = study.run_study("pose2d", "all", weighted, str(tmp_path))
