@@ -183,6 +183,21 @@ def drawn_records(config):
     return config.epochs * config.steps_per_epoch * config.batch_size
 
 
+def training_dataset(config, pattern, initial_epoch=0):
+    """The batches a run trains on once `initial_epoch` epochs are done, each target once per stack's output. A resumed
+    run draws on after the records of its finished epochs, as an uninterrupted run would: it used to start the stream
+    again, drawing the first epochs' crops once more, and a run killed every epoch (a preemptible job) drew the same
+    first tenth of its read plan ten times over (BUILD.md, Training)."""
+    task_names = config.task_names()
+    dataset = make_dataset(pattern, task_names, training=True, batch_size=config.batch_size,
+                           input_size=config.input_size, seed=config.seed, records_drawn=drawn_records(config),
+                           records_skipped=initial_epoch * config.steps_per_epoch * config.batch_size)  # fmt: skip
+    dataset = dataset.map(losses.targets_per_output(task_names, config.num_stacks))
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
+
+
 def clip_coverage_note(config):
     """A note when a run on shards that hold each clip's frames in a row (converted before data_prep.surreal
     interleaved them) reads under half of their training frames, else "": tf.data reads such shards record after
@@ -251,13 +266,7 @@ def train(config, workdir, verbose=1):
                                 config.eval_frame_stride)  # fmt: skip
         atomic_files.write_json(untrained_path, untrained)
 
-    dataset = make_dataset(train_pattern, task_names, training=True, batch_size=config.batch_size,
-                           input_size=config.input_size, seed=config.seed,
-                           records_drawn=drawn_records(config))  # fmt: skip
-    dataset = dataset.map(losses.targets_per_output(task_names, config.num_stacks))
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    dataset = dataset.with_options(options)
+    dataset = training_dataset(config, train_pattern, initial_epoch)
     build_before_fit(model, strategy, dataset)
     sample_images = next(iter(make_dataset(val_pattern, task_names, False, 4, config.input_size)))[0]["image"]
     nan_guard = TerminateOnNaN()

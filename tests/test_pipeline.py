@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mtha_tf import surreal, tasks
+from mtha_tf import config as config_lib
+from mtha_tf import surreal, tasks, trainer
 from mtha_tf.data import augment, crop, schema
 from mtha_tf.data.pipeline import CorruptRecordError, make_dataset, naming_corrupt_files
 from mtha_tf.data.sample import make_sample
@@ -180,3 +181,20 @@ def test_a_run_reads_the_share_of_every_shard_its_draws_need(records_dir, tmp_pa
     # A shard without data_prep.surreal's record of it (copied from elsewhere) is read whole; the others share.
     shutil.copy(files[1], tmp_path / "extra-00000-of-00001.tfrecord")
     assert records_to_read([*files, str(tmp_path / "extra-00000-of-00001.tfrecord")], 6) == [4, 2, -1]
+
+
+def test_a_resumed_run_draws_on_where_the_killed_one_stopped(records_dir):
+    """A run resumed after its 2nd epoch draws the crops an uninterrupted run draws in its 3rd and 4th (the records and
+    their augmentation), not the 1st epoch's again: killed every epoch, it drew the same first crops each time."""
+    config = config_lib.make_config("tiny", data_dir=str(records_dir), epochs=4, steps_per_epoch=1, batch_size=4)
+    in_order = tf.data.Options()
+    in_order.deterministic = True  # the parallel map may otherwise swap two crops across an epoch's end
+
+    def crops(initial_epoch):
+        dataset = trainer.training_dataset(config, str(records_dir / "train-*"), initial_epoch).with_options(in_order)
+        batches = dataset.take((config.epochs - initial_epoch) * config.steps_per_epoch)
+        return np.concatenate([inputs["image"].numpy() for inputs, _ in batches])
+
+    uninterrupted = crops(0)
+    np.testing.assert_array_equal(crops(2), uninterrupted[8:])
+    assert not np.array_equal(uninterrupted[:8], uninterrupted[8:]), "the first epochs' crops again"

@@ -43,7 +43,7 @@ def require_examples(file_pattern):
 
 def make_dataset(file_pattern, tasks_to_train, training, batch_size, input_size=256, shuffle_buffer=256,
                  deterministic=False, seed=0, repeat=None, with_metadata=None, drop_remainder=None,
-                 frame_stride=1, records_drawn=None):  # fmt: skip
+                 frame_stride=1, records_drawn=None, records_skipped=0):  # fmt: skip
     """A `tf.data.Dataset` of (inputs, targets) batches.
 
     inputs["image"] float32 [B, S, S, 3] (S = input_size, SURREAL-whitened); targets keyed by task name, only the
@@ -54,6 +54,9 @@ def make_dataset(file_pattern, tasks_to_train, training, batch_size, input_size=
     `frame_stride` keeps the frames whose index in their clip is a multiple of it. `records_drawn`, the records a
     training run will draw in all, has it read that share of each shard converted by data_prep.surreal (which
     interleaves a shard's clips), so that it sees every clip (`shards.records_to_read`); None reads every record.
+    `records_skipped`, the records a resumed training run drew before, continues the stream (records and augmentation)
+    after them rather than starting it again: the shards' order, the shuffles and the augmentation seeds depend on the
+    seed alone, so a run killed and resumed draws what an uninterrupted one would.
     Wrap iteration in `naming_corrupt_files(file_pattern)` to get errors that name the broken shard.
     """
     task_names = tasks.parse_tasks(tasks_to_train)
@@ -75,12 +78,15 @@ def make_dataset(file_pattern, tasks_to_train, training, batch_size, input_size=
         lambda path, count: tf.data.TFRecordDataset(path).take(count),
         cycle_length=min(len(files), 8) if training else 1,
         num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,  # the records' order depends on the seed alone, so `records_skipped` skips the drawn ones
     )
     if frame_stride > 1:
         dataset = dataset.filter(lambda serialized: schema.frame_index(serialized) % frame_stride == 0)
     if training:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed)
     seeds = tf.data.Dataset.random(seed=seed).batch(2)
+    if records_skipped:  # serialized records: skipped unparsed, read from disk only (SURREAL's: ~30 KB each)
+        dataset, seeds = dataset.skip(records_skipped), seeds.skip(records_skipped)
 
     def to_sample(serialized, example_seed):
         augmentation = augment.sample_augmentation(example_seed) if training else augment.no_augmentation()
