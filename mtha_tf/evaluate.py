@@ -13,6 +13,7 @@ import importlib.metadata
 import json
 import os
 import sys
+import zipfile
 
 from mtha_tf import cpu_runtime
 
@@ -117,9 +118,10 @@ def _finished_evaluation(out_dir, key):
         with np.load(os.path.join(out_dir, "per_frame.npz")) as saved:
             per_frame = {name: saved[name] for name in saved.files if name != "evaluated"}
             per_frame_key = json.loads(str(saved["evaluated"]))
-    except (OSError, ValueError, KeyError):  # none yet, one written before these files, or a damaged one: evaluate
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):  # none yet, one from before these files, a damaged one
         return None
-    return (results, per_frame) if results.get("evaluated") == key == per_frame_key else None
+    reusable = isinstance(results, dict) and results.get("evaluated") == key == per_frame_key
+    return (results, per_frame) if reusable else None
 
 
 def evaluate_workdir(workdir, data_dir=None, split="val", frame_stride=1, reuse=False):
