@@ -119,7 +119,10 @@ def convert(input_dir, output_dir, splits, frame_stride=1, num_workers=1, clips_
             num_tasks=1, progress=True):  # fmt: skip
     """Converts this task's unfinished shards; returns (manifest, records of the shards converted now)."""
     if not os.path.isdir(os.path.join(input_dir, "cmu")):
-        raise FileNotFoundError(f"--input_dir={input_dir}: expected a SURREAL root holding cmu/<split>/run*/...")
+        # SURREAL's download unpacks to SURREAL/data/cmu/...: the folder above the root is the likely slip.
+        below = os.path.join(input_dir, "data")
+        hint = f" (did you mean --input_dir={below}?)" if os.path.isdir(os.path.join(below, "cmu")) else ""
+        raise FileNotFoundError(f"--input_dir={input_dir}: expected a SURREAL root holding cmu/<split>/run*/...{hint}")
     if frame_stride < 1:
         raise ValueError(f"--frame_stride must be >= 1, got {frame_stride}")
     shards = plan_shards(input_dir, splits, clips_per_shard)

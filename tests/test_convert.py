@@ -196,6 +196,10 @@ def test_a_bad_clip_is_named_and_the_others_still_convert(synthetic_root, tmp_pa
 def test_missing_root_is_a_clear_error(tmp_path, synthetic_root):
     with pytest.raises(FileNotFoundError, match="cmu"):
         converter.convert(str(tmp_path / "nowhere"), str(tmp_path / "out"), ["train"], progress=False)
+    # SURREAL's download unpacks to SURREAL/data/cmu: given SURREAL/, the error names the root below it.
+    (tmp_path / "SURREAL" / "data" / "cmu").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match=f"did you mean --input_dir={tmp_path / 'SURREAL' / 'data'}"):
+        converter.convert(str(tmp_path / "SURREAL"), str(tmp_path / "out"), ["train"], progress=False)
     (tmp_path / "root" / "cmu" / "train" / "run0").mkdir(parents=True)  # the layout, but no clips (or other splits')
     with pytest.raises(FileNotFoundError, match=r"no clips under .*root/cmu/\{val,test\}/run\*/<seq>/"):
         converter.convert(str(tmp_path / "root"), str(tmp_path / "out"), ["val", "test"], progress=False)
