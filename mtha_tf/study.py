@@ -26,7 +26,7 @@ if __name__ == "__main__":  # `python -m mtha_tf.study` trains: train.py's proce
 
 from absl import app, flags  # noqa: E402
 
-from mtha_tf import atomic_files, evaluate, report, tasks, trainer  # noqa: E402
+from mtha_tf import atomic_files, evaluate, report, tasks, trainer, training_data  # noqa: E402
 from mtha_tf import config as config_lib  # noqa: E402
 from mtha_tf.data.pipeline import require_examples  # noqa: E402
 
@@ -59,7 +59,7 @@ def _shared_data_dir(config, study_dir):
     generated once for the whole study."""
     if config.data_dir:
         return config.data_dir
-    train_pattern, _ = trainer.data_patterns(config, study_dir)
+    train_pattern, _ = training_data.data_patterns(config, study_dir)
     return os.path.dirname(train_pattern)
 
 
@@ -158,7 +158,8 @@ def _are_valid_combinations(values):
 
 def main(argv):
     del argv
-    from data_prep.surreal import OtherConversion  # the embedded data's converter, as trainer.data_patterns uses it
+    # The embedded data's converter, as training_data.data_patterns uses it.
+    from data_prep.surreal import OtherConversion
     from mtha_tf.config_flags import config_from_flags
 
     values = flags.FLAGS

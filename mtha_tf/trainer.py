@@ -1,19 +1,18 @@
-"""Training: data, model, distribution, callbacks, automatic resume, final evaluation. `train.py` is a thin CLI."""
+"""Training: model, distribution, checkpoints and automatic resume, callbacks, final evaluation and export (what it
+reads: `training_data`). `train.py` is a thin CLI."""
 
 import json
-import math
 import os
 import sys
 
 import keras
 import tensorflow as tf
 
-from mtha_tf import atomic_files, losses
+from mtha_tf import atomic_files, losses, training_data
 from mtha_tf import config as config_lib
 from mtha_tf.absl_logs import without_info_logs
 from mtha_tf.callbacks import EvaluationCallback, PredictionImages, TensorBoard, TerminateOnNaN
-from mtha_tf.data.pipeline import make_dataset, naming_corrupt_files, require_examples
-from mtha_tf.data.shards import converted_frames, interleaved
+from mtha_tf.data.pipeline import make_dataset, naming_corrupt_files
 from mtha_tf.evaluation import evaluate, forward_function, headline
 from mtha_tf.fused_rmsprop import FusedRMSprop
 from mtha_tf.model import build_model_for
@@ -85,22 +84,6 @@ def set_precision(mixed_precision):
     policy = "mixed_float16" if tf.config.list_logical_devices("GPU") else "mixed_bfloat16"
     keras.mixed_precision.set_global_policy(policy)
     return policy
-
-
-def data_patterns(config, workdir):
-    """(train, held-out) shard patterns: `config.data_dir`, or the embedded synthetic data cached in the work dir."""
-    if config.data_dir:
-        return os.path.join(config.data_dir, "train-*.tfrecord"), os.path.join(config.data_dir, "val-*.tfrecord")
-    from data_prep import embedded
-
-    return embedded.prepare(
-        os.path.join(workdir, "data"),
-        config.synthetic_train_clips,
-        config.synthetic_val_clips,
-        config.synthetic_frames,
-        config.frame_stride,
-        seed=config.seed,
-    )
 
 
 def compile_model(config):
@@ -178,46 +161,6 @@ def export_final(workdir, epochs):
     return existing if os.path.isdir(existing) else export_workdir(workdir, export_dir, version=epochs)
 
 
-def drawn_records(config):
-    """The training records a run draws in all (every epoch, every step, the global batch)."""
-    return config.epochs * config.steps_per_epoch * config.batch_size
-
-
-def training_dataset(config, pattern, initial_epoch=0):
-    """The batches a run trains on once `initial_epoch` epochs are done, each target once per stack's output. A resumed
-    run draws on after the records of its finished epochs, as an uninterrupted run would: it used to start the stream
-    again, drawing the first epochs' crops once more, and a run killed every epoch (a preemptible job) drew the same
-    first tenth of its read plan ten times over (BUILD.md, Training)."""
-    task_names = config.task_names()
-    dataset = make_dataset(pattern, task_names, training=True, batch_size=config.batch_size,
-                           input_size=config.input_size, seed=config.seed, records_drawn=drawn_records(config),
-                           records_skipped=initial_epoch * config.steps_per_epoch * config.batch_size)  # fmt: skip
-    dataset = dataset.map(losses.targets_per_output(task_names, config.num_stacks))
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return dataset.with_options(options)
-
-
-def clip_coverage_note(config):
-    """A note when a run on shards that hold each clip's frames in a row (converted before data_prep.surreal
-    interleaved them) reads under half of their training frames, else "": tf.data reads such shards record after
-    record, so the run sees about that share of the clips too (a paper run on SURREAL converted at every frame: 300k
-    crops of 5.5 M frames, ~3,000 of 55,001 clips; BUILD.md), where SURREAL's reference loader draws a random clip
-    and frame for every crop."""
-    converted = converted_frames(config.data_dir, "train") if config.data_dir else None
-    crops = drawn_records(config)
-    if not converted or 2 * crops > converted[0]:
-        return ""
-    if interleaved(tf.io.gfile.glob(os.path.join(config.data_dir, "train-*.tfrecord"))):
-        return ""  # the run reads a share of each shard, from every clip
-    frames, stride = converted
-    return (f"note: this run trains on {crops:,} crops and {config.data_dir} holds {frames:,} training frames, each "
-            f"clip's in a row (converted before data_prep.surreal interleaved a shard's clips): it reads "
-            f"{crops / frames:.0%} of the frames and about that share of the clips. Converting again, or with "
-            f"--frame_stride={stride * math.ceil(frames / crops)}, spreads it over every clip (BUILD.md, Converting "
-            "SURREAL at scale)")  # fmt: skip
-
-
 def train(config, workdir, verbose=1):
     """Trains (or resumes) in `workdir`; returns the metrics written to `workdir/metrics.json`."""
     # Checked before anything is written: resuming another run's checkpoints fails on the first mismatched variable,
@@ -229,17 +172,10 @@ def train(config, workdir, verbose=1):
     # configures collective ops, which TensorFlow allows only before its runtime starts.
     strategy = make_strategy()
     require_even_split(config.batch_size, strategy)
-    if config.data_dir:  # shards missing: an error now, before config.json would make the corrected command "another"
-        for pattern in data_patterns(config, workdir):
-            if not tf.io.gfile.glob(pattern):  # e.g. converted with --splits=train: the val split is needed too
-                raise FileNotFoundError(
-                    f"--data_dir={config.data_dir}: no TFRecord shards match {pattern!r}; training reads the train "
-                    "split and evaluates every epoch on the val split (python -m data_prep.surreal "
-                    "--splits=train,val writes both)"
-                )
-            require_examples(pattern)  # and not a partial set of shards
-        if (note := clip_coverage_note(config)) and is_chief():
-            print(note, file=sys.stderr)
+    # Shards missing: an error now, before config.json would make the corrected command "another".
+    training_data.check_data_dir(config)
+    if (note := training_data.clip_coverage_note(config)) and is_chief():
+        print(note, file=sys.stderr)
     try:
         atomic_files.make_folder(workdir, "workdir")
     except NotADirectoryError as error:
@@ -251,7 +187,7 @@ def train(config, workdir, verbose=1):
     # Workers other than the chief keep their state apart (checkpoints are written by every worker of a
     # MultiWorkerMirroredStrategy) and generate their own copy of the deterministic embedded data.
     own_dir = workdir if chief else os.path.join(workdir, f"worker-{strategy.cluster_resolver.task_id}")
-    train_pattern, val_pattern = data_patterns(config, own_dir)
+    train_pattern, val_pattern = training_data.data_patterns(config, own_dir)
     task_names = config.task_names()
 
     with strategy.scope():
@@ -266,7 +202,7 @@ def train(config, workdir, verbose=1):
                                 config.eval_frame_stride)  # fmt: skip
         atomic_files.write_json(untrained_path, untrained)
 
-    dataset = training_dataset(config, train_pattern, initial_epoch)
+    dataset = training_data.training_dataset(config, train_pattern, initial_epoch)
     build_before_fit(model, strategy, dataset)
     sample_images = next(iter(make_dataset(val_pattern, task_names, False, 4, config.input_size)))[0]["image"]
     nan_guard = TerminateOnNaN()

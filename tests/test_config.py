@@ -13,7 +13,7 @@ import tensorflow as tf
 from absl import flags
 
 from mtha_tf import config as config_lib
-from mtha_tf import config_flags, trainer
+from mtha_tf import config_flags, trainer, training_data
 from mtha_tf.data.shards import converted_frames
 from tests.conftest import REPO
 
@@ -153,19 +153,21 @@ def test_a_run_on_shards_of_whole_clips_reading_a_fraction_of_them_says_so(recor
     clip; interleaved shards and shards without data_prep's manifest get no note."""
     assert converted_frames(str(records_dir), "train") == (18, 1)
     few = config_lib.make_config("tiny", data_dir=str(records_dir), epochs=1, steps_per_epoch=1)  # 4 crops
-    assert trainer.clip_coverage_note(few) == "", "interleaved: a share of every shard, from every clip"
+    assert training_data.clip_coverage_note(few) == "", "interleaved: a share of every shard, from every clip"
     older = tmp_path / "older"
     shutil.copytree(records_dir, older)
     for part in (older / "parts").glob("train-*.json"):
         part.write_text(json.dumps({k: v for k, v in json.loads(part.read_text()).items() if k != "interleaved"}))
     few = dataclasses.replace(few, data_dir=str(older))
-    assert trainer.clip_coverage_note(few) == (
+    assert training_data.clip_coverage_note(few) == (
         f"note: this run trains on 4 crops and {older} holds 18 training frames, each clip's in a row (converted "
         "before data_prep.surreal interleaved a shard's clips): it reads 22% of the frames and about that share of "
         "the clips. Converting again, or with --frame_stride=5, spreads it over every clip (BUILD.md, Converting "
         "SURREAL at scale)"
     )
-    assert trainer.clip_coverage_note(dataclasses.replace(few, epochs=3)) == "", "12 crops: over half the frames"
-    assert trainer.clip_coverage_note(config_lib.make_config("tiny", epochs=1, steps_per_epoch=1)) == ""  # embedded
+    assert training_data.clip_coverage_note(dataclasses.replace(few, epochs=3)) == "", "12 crops: over half the frames"
+    assert (
+        training_data.clip_coverage_note(config_lib.make_config("tiny", epochs=1, steps_per_epoch=1)) == ""
+    )  # embedded
     (older / "manifest.json").unlink()
-    assert converted_frames(str(older), "train") is None and trainer.clip_coverage_note(few) == ""
+    assert converted_frames(str(older), "train") is None and training_data.clip_coverage_note(few) == ""

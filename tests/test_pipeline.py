@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from mtha_tf import config as config_lib
-from mtha_tf import surreal, tasks, trainer
+from mtha_tf import surreal, tasks, training_data
 from mtha_tf.data import augment, crop, schema
 from mtha_tf.data.pipeline import CorruptRecordError, make_dataset, naming_corrupt_files
 from mtha_tf.data.sample import make_sample
@@ -191,7 +191,9 @@ def test_a_resumed_run_draws_on_where_the_killed_one_stopped(records_dir):
     in_order.deterministic = True  # the parallel map may otherwise swap two crops across an epoch's end
 
     def crops(initial_epoch):
-        dataset = trainer.training_dataset(config, str(records_dir / "train-*"), initial_epoch).with_options(in_order)
+        dataset = training_data.training_dataset(config, str(records_dir / "train-*"), initial_epoch).with_options(
+            in_order
+        )
         batches = dataset.take((config.epochs - initial_epoch) * config.steps_per_epoch)
         return np.concatenate([inputs["image"].numpy() for inputs, _ in batches])
 

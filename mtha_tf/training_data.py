@@ -1,0 +1,81 @@
+"""What a training run reads: the shards (given, or the embedded data generated into the work dir), the batches it
+draws from them, and whether they cover the training clips."""
+
+import math
+import os
+
+import tensorflow as tf
+
+from mtha_tf import losses
+from mtha_tf.data.pipeline import make_dataset, require_examples
+from mtha_tf.data.shards import converted_frames, interleaved
+
+
+def data_patterns(config, workdir):
+    """(train, held-out) shard patterns: `config.data_dir`, or the embedded synthetic data cached in the work dir."""
+    if config.data_dir:
+        return os.path.join(config.data_dir, "train-*.tfrecord"), os.path.join(config.data_dir, "val-*.tfrecord")
+    from data_prep import embedded
+
+    return embedded.prepare(
+        os.path.join(workdir, "data"),
+        config.synthetic_train_clips,
+        config.synthetic_val_clips,
+        config.synthetic_frames,
+        config.frame_stride,
+        seed=config.seed,
+    )
+
+
+def check_data_dir(config):
+    """FileNotFoundError naming `--data_dir` when it lacks the train or the val split, or holds part of a shard set."""
+    if not config.data_dir:
+        return
+    for pattern in data_patterns(config, workdir=None):
+        if not tf.io.gfile.glob(pattern):  # e.g. converted with --splits=train: the val split is needed too
+            raise FileNotFoundError(
+                f"--data_dir={config.data_dir}: no TFRecord shards match {pattern!r}; training reads the train split "
+                "and evaluates every epoch on the val split (python -m data_prep.surreal --splits=train,val writes "
+                "both)"
+            )
+        require_examples(pattern)  # and not a partial set of shards
+
+
+def drawn_records(config):
+    """The training records a run draws in all (every epoch, every step, the global batch)."""
+    return config.epochs * config.steps_per_epoch * config.batch_size
+
+
+def training_dataset(config, pattern, initial_epoch=0):
+    """The batches a run trains on once `initial_epoch` epochs are done, each target once per stack's output. A resumed
+    run draws on after the records of its finished epochs, as an uninterrupted run would: it used to start the stream
+    again, drawing the first epochs' crops once more, and a run killed every epoch (a preemptible job) drew the same
+    first tenth of its read plan ten times over (BUILD.md, Training)."""
+    task_names = config.task_names()
+    dataset = make_dataset(pattern, task_names, training=True, batch_size=config.batch_size,
+                           input_size=config.input_size, seed=config.seed, records_drawn=drawn_records(config),
+                           records_skipped=initial_epoch * config.steps_per_epoch * config.batch_size)  # fmt: skip
+    dataset = dataset.map(losses.targets_per_output(task_names, config.num_stacks))
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
+
+
+def clip_coverage_note(config):
+    """A note when a run on shards that hold each clip's frames in a row (converted before data_prep.surreal
+    interleaved them) reads under half of their training frames, else "": tf.data reads such shards record after
+    record, so the run sees about that share of the clips too (a paper run on SURREAL converted at every frame: 300k
+    crops of 5.5 M frames, ~3,000 of 55,001 clips; BUILD.md), where SURREAL's reference loader draws a random clip
+    and frame for every crop."""
+    converted = converted_frames(config.data_dir, "train") if config.data_dir else None
+    crops = drawn_records(config)
+    if not converted or 2 * crops > converted[0]:
+        return ""
+    if interleaved(tf.io.gfile.glob(os.path.join(config.data_dir, "train-*.tfrecord"))):
+        return ""  # the run reads a share of each shard, from every clip
+    frames, stride = converted
+    return (f"note: this run trains on {crops:,} crops and {config.data_dir} holds {frames:,} training frames, each "
+            f"clip's in a row (converted before data_prep.surreal interleaved a shard's clips): it reads "
+            f"{crops / frames:.0%} of the frames and about that share of the clips. Converting again, or with "
+            f"--frame_stride={stride * math.ceil(frames / crops)}, spreads it over every clip (BUILD.md, Converting "
+            "SURREAL at scale)")  # fmt: skip
