@@ -1,6 +1,7 @@
 """The tf.data pipeline: shapes, invariants under augmentation, graph == eager, determinism, corrupt shards."""
 
 import collections
+import os
 import shutil
 
 import numpy as np
@@ -12,7 +13,7 @@ from mtha_tf import surreal, tasks, training_data
 from mtha_tf.data import augment, crop, schema
 from mtha_tf.data.pipeline import CorruptRecordError, make_dataset, naming_corrupt_files
 from mtha_tf.data.sample import make_sample
-from mtha_tf.data.shards import records_to_read
+from mtha_tf.data.shards import converted_frames, records_to_read
 from mtha_tf.evaluation import evaluate
 from mtha_tf.targets.labels import SegmentationCodec
 
@@ -181,6 +182,25 @@ def test_a_run_reads_the_share_of_every_shard_its_draws_need(records_dir, tmp_pa
     # A shard without data_prep.surreal's record of it (copied from elsewhere) is read whole; the others share.
     shutil.copy(files[1], tmp_path / "extra-00000-of-00001.tfrecord")
     assert records_to_read([*files, str(tmp_path / "extra-00000-of-00001.tfrecord")], 6) == [4, 2, -1]
+
+
+def test_shards_at_a_url_are_read_as_their_share_too(records_dir):
+    """Shards in a bucket (gs://..., here TensorFlow's in-memory ram:// file system): the converter's records beside
+    them are read with tf.io.gfile, so a run there also reads a share of every shard (with open() they were missing,
+    and each shard was read whole) and the clip-coverage note finds the manifest."""
+    bucket = f"ram://{records_dir.name}"
+    for local in records_dir.rglob("*"):
+        if local.is_file():
+            tf.io.gfile.makedirs(os.path.dirname(f"{bucket}/{local.relative_to(records_dir)}"))
+            tf.io.gfile.copy(str(local), f"{bucket}/{local.relative_to(records_dir)}", overwrite=True)
+    files = sorted(tf.io.gfile.glob(f"{bucket}/train-*.tfrecord"))
+    assert len(files) == 2 and records_to_read(files, 6) == [4, 2]
+    assert converted_frames(bucket, "train") == converted_frames(str(records_dir), "train") == (18, 1)
+    dataset = make_dataset(f"{bucket}/train-*", "depth", training=True, batch_size=6, input_size=64,
+                           with_metadata=True, records_drawn=6)  # fmt: skip
+    read = {(clip, frame) for inputs, _ in dataset.take(10)
+            for clip, frame in zip(inputs["clip"].numpy(), inputs["frame"].numpy(), strict=True)}  # fmt: skip
+    assert sorted(collections.Counter(clip for clip, _ in read).values()) == [2, 2, 2], read
 
 
 def test_a_resumed_run_draws_on_where_the_killed_one_stopped(records_dir):

@@ -2,8 +2,9 @@
 and what the reader takes from the converter's records beside them (`manifest.json`, `conversion.json`,
 `parts/<shard>.json`): frame counts, and whether a shard interleaves its clips.
 
-The count in every name lets a reader tell a complete set from part of one. Plain Python (no TensorFlow): the
-converter's parent process plans shards before its workers start TensorFlow.
+The count in every name lets a reader tell a complete set from part of one. Plain Python: the converter's parent
+process plans shards before its workers start TensorFlow; only the records of shards at a URL (gs://...) are read
+through TensorFlow's file systems.
 """
 
 import collections
@@ -35,24 +36,36 @@ def missing_shards(paths):
     return incomplete
 
 
+def _read_json(path):
+    """A JSON file's content; OSError if it cannot be read, ValueError if it is not JSON. A URL (gs://..., a training
+    run's shards in a bucket) is read with tf.io.gfile."""
+    if "://" not in path:
+        with open(path) as f:
+            return json.load(f)
+    import tensorflow as tf
+
+    try:
+        with tf.io.gfile.GFile(path) as f:
+            return json.loads(f.read())
+    except tf.errors.OpError as error:
+        raise OSError(f"{path}: {error.message}") from None
+
+
 def converted_frames(data_dir, split):
     """(frames of `split` written, the conversion's --frame_stride) by the `manifest.json` and `conversion.json` that
-    data_prep.surreal leaves in `data_dir`; None where they are absent or unreadable (shards from elsewhere, a URL)."""
+    data_prep.surreal leaves in `data_dir`; None where they are absent or unreadable (shards from elsewhere)."""
     try:
-        with open(os.path.join(data_dir, "manifest.json")) as f:
-            frames = json.load(f)["splits"][split]["frames_written"]
-        with open(os.path.join(data_dir, "conversion.json")) as f:
-            return frames, json.load(f)["frame_stride"]
+        frames = _read_json(os.path.join(data_dir, "manifest.json"))["splits"][split]["frames_written"]
+        return frames, _read_json(os.path.join(data_dir, "conversion.json"))["frame_stride"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
 def _shard_record(path):
-    """The `parts/<shard>.json` that data_prep.surreal writes beside a shard, or None (shards from elsewhere, a URL)."""
+    """The `parts/<shard>.json` that data_prep.surreal writes beside a shard, or None (shards from elsewhere)."""
     name = os.path.splitext(os.path.basename(path))[0]
     try:
-        with open(os.path.join(os.path.dirname(path), "parts", name + ".json")) as f:
-            return json.load(f)
+        return _read_json(os.path.join(os.path.dirname(path), "parts", name + ".json"))
     except (OSError, ValueError):
         return None
 
