@@ -58,6 +58,18 @@ def intra_op_threads():
     return max(1, cores // 2)
 
 
+def has_native_bfloat16(cpuinfo="/proc/cpuinfo"):
+    """Whether the CPU computes bfloat16 natively (AVX512-BF16 or AMX-BF16: mixed_bfloat16 trained the `small` preset
+    1.6-1.8x faster than fp32 there; elsewhere TensorFlow emulates it, ~10x slower); None where unknown (no
+    /proc/cpuinfo)."""
+    try:
+        with open(cpuinfo) as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return None
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def _before_tensorflow(function_name):
     if "tensorflow" in sys.modules:
         raise RuntimeError(f"cpu_runtime.{function_name}() must run before TensorFlow is imported")

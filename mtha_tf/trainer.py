@@ -8,7 +8,7 @@ import sys
 import keras
 import tensorflow as tf
 
-from mtha_tf import atomic_files, losses, training_data
+from mtha_tf import atomic_files, cpu_runtime, losses, training_data
 from mtha_tf import config as config_lib
 from mtha_tf.absl_logs import without_info_logs
 from mtha_tf.callbacks import EvaluationCallback, PredictionImages, TensorBoard, TerminateOnNaN
@@ -82,6 +82,10 @@ def set_precision(mixed_precision):
         keras.mixed_precision.set_global_policy("float32")
         return "float32"
     policy = "mixed_float16" if tf.config.list_logical_devices("GPU") else "mixed_bfloat16"
+    if policy == "mixed_bfloat16" and cpu_runtime.has_native_bfloat16() is False:
+        print("note: --mixed_precision on this CPU computes in emulated bfloat16 (no avx512_bf16 or amx_bf16 in "
+              "/proc/cpuinfo), ~10x slower than float32; drop it here (BUILD.md, Training)",
+              file=sys.stderr)  # fmt: skip
     keras.mixed_precision.set_global_policy(policy)
     return policy
 

@@ -140,3 +140,24 @@ def test_configuring_after_tensorflow_is_imported_is_an_error(configure):
 
     with pytest.raises(RuntimeError, match="before TensorFlow is imported"):
         configure()
+
+
+def test_mixed_precision_on_a_cpu_without_native_bfloat16_says_it_is_emulated(tmp_path, monkeypatch, capsys):
+    """mixed_bfloat16 is ~10x slower than float32 where the CPU lacks AVX512-BF16 and AMX (TensorFlow emulates it),
+    1.6-1.8x faster where it has them: a run with --mixed_precision on the first kind says so."""
+    from mtha_tf import trainer
+
+    cpu_runtime_check = cpu_runtime.has_native_bfloat16
+    amd = tmp_path / "avx2"
+    amd.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n")
+    intel = tmp_path / "amx"
+    intel.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n")
+    assert cpu_runtime.has_native_bfloat16(str(amd)) is False and cpu_runtime.has_native_bfloat16(str(intel)) is True
+    assert cpu_runtime.has_native_bfloat16(str(tmp_path / "absent")) is None  # not Linux: no note
+    try:
+        for cpuinfo, noted in ((amd, True), (intel, False), (tmp_path / "absent", False)):
+            monkeypatch.setattr(cpu_runtime, "has_native_bfloat16", lambda c=str(cpuinfo): cpu_runtime_check(c))
+            assert trainer.set_precision(True) == "mixed_bfloat16"
+            assert ("computes in emulated bfloat16" in capsys.readouterr().err) is noted
+    finally:
+        trainer.set_precision(False)
