@@ -1,11 +1,11 @@
 r"""Evaluates a trained work dir on held-out frames: per-part tables, success-rate plots and a prediction grid.
 
-    python -m mtha_tf.evaluate --workdir=W [--data_dir=D] [--split=val|test]
+    python -m mtha_tf.evaluate --workdir=W [--data_dir=D] [--split=val|test] [--frame_stride=K]
 
-Writes W/evaluation/ (W/evaluation_test/ for --split=test): results.json (with `evaluated`: the weights, shards and
-frames it is of), <task>.md and <task>.csv (rows = parts or joints, as the paper's Tables I-IV), per_frame.npz (each
-frame's error per task), success_rates.png (paper Fig. 3) and predictions.png (input with skeleton, part map, depth
-map, 3D skeleton).
+Writes W/evaluation/ (W/evaluation_test/ for --split=test, W/evaluation_every<K>/ for --frame_stride=K, so that none
+overwrites another's tables): results.json (with `evaluated`: the weights, shards and frames it is of), <task>.md and
+<task>.csv (rows = parts or joints, as the paper's Tables I-IV), per_frame.npz (each frame's error per task),
+success_rates.png (paper Fig. 3) and predictions.png (input with skeleton, part map, depth map, 3D skeleton).
 """
 
 import hashlib
@@ -64,10 +64,11 @@ def held_out_pattern(config, workdir, data_dir=None, split="val"):
     return os.path.join(data_dir, f"{split}-*.tfrecord")
 
 
-def split_dir(path, split):
-    """Where the files of an evaluation on `split` go: `path` for the validation split, `path_<split>` for another
-    (W/evaluation_test), so that evaluating on test keeps the validation tables."""
-    return path if split == "val" else f"{path}_{split}"
+def split_dir(path, split, frame_stride=1):
+    """Where the files of an evaluation on `split` go: `path` for every frame of the validation split, `path_<split>`
+    for another (W/evaluation_test), `..._every<K>` for every K-th frame (W/evaluation_every10): evaluating on test, or
+    on fewer frames, keeps the other tables (and the study's reusable evaluations)."""
+    return path + ("" if split == "val" else f"_{split}") + ("" if frame_stride == 1 else f"_every{frame_stride}")
 
 
 def prediction_grid(forward, config, pattern, path, count=6):
@@ -131,7 +132,7 @@ def evaluate_workdir(workdir, data_dir=None, split="val", frame_stride=1, reuse=
     shards, frames and package version (the study evaluates its runs again at every command)."""
     config = config_lib.load(os.path.join(workdir, "config.json"))
     pattern = held_out_pattern(config, workdir, data_dir, split)
-    out_dir = split_dir(os.path.join(workdir, "evaluation"), split)
+    out_dir = split_dir(os.path.join(workdir, "evaluation"), split, frame_stride)
     key = evaluation_key(final_weights(workdir), pattern, frame_stride)
     if reuse and (finished := _finished_evaluation(out_dir, key)):
         return finished
@@ -168,7 +169,7 @@ def main(argv):
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(json.dumps(evaluation.headline(results), indent=1))
-    out_dir = split_dir(os.path.join(flags.FLAGS.workdir, "evaluation"), flags.FLAGS.split)
+    out_dir = split_dir(os.path.join(flags.FLAGS.workdir, "evaluation"), flags.FLAGS.split, flags.FLAGS.frame_stride)
     print(f"per-part tables, plots and results.json in {out_dir}/", file=sys.stderr)
     return 0
 

@@ -5,11 +5,11 @@ r"""The paper's study: one model per task combination, compared part by part on 
 
 For the target task it trains (or reuses) every combination that contains it -- the paper's 8 per task: the task alone
 plus each subset of the other three -- evaluates all of them on the same held-out frames and writes, under
-`study_dir/<target_task>/` (`study_dir/<target_task>_test/` for --split=test): `<target_task>.md/.csv` (one column per
-combination, the rows of the paper's Tables I-IV, best per row marked), `success_rates.png` (Fig. 3), `improvement.png`
-(Fig. 4: the best multi-task model's gain per part over the single-task model) and `results.json`. Runs live in
-`study_dir/runs/<tasks>/`; a finished one is reused, an interrupted one resumes, so running the same command again
-continues the study.
+`study_dir/<target_task>/` (`<target_task>_test/` for --split=test, `..._every<K>/` for --frame_stride=K, as
+`mtha_tf.evaluate` names its folders): `<target_task>.md/.csv` (one column per combination, the rows of the paper's
+Tables I-IV, best per row marked), `success_rates.png` (Fig. 3), `improvement.png` (Fig. 4: the best multi-task
+model's gain per part over the single-task model) and `results.json`. Runs live in `study_dir/runs/<tasks>/`; a
+finished one is reused, an interrupted one resumes, so running the same command again continues the study.
 """
 
 import dataclasses
@@ -135,7 +135,7 @@ def run_study(target_task, which, base_config, study_dir, split="val", frame_str
             results[name], per_frame[name] = evaluate.evaluate_workdir(workdir, split=split, frame_stride=frame_stride,
                                                                        reuse=reuse)  # fmt: skip
 
-    out_dir = evaluate.split_dir(os.path.join(study_dir, target_task), split)
+    out_dir = evaluate.split_dir(os.path.join(study_dir, target_task), split, frame_stride)
     report.write_tables(results, out_dir, [target_task])
     report.plot_success_rates({n: {target_task: e[target_task]} for n, e in per_frame.items()},
                               os.path.join(out_dir, "success_rates.png"))  # fmt: skip
@@ -174,7 +174,7 @@ def main(argv):
     key = report.SUMMARY[values.target_task]
     for name, result in results.items():
         print(f"{name:40s} {values.target_task} {key}: {result[values.target_task][key]:.2f}")
-    out_dir = evaluate.split_dir(os.path.join(values.study_dir, values.target_task), values.split)
+    out_dir = evaluate.split_dir(os.path.join(values.study_dir, values.target_task), values.split, values.frame_stride)
     best = best_multi_task(results, values.target_task)
     if best:
         print(f"best multi-task combination: {best}")

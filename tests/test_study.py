@@ -136,7 +136,7 @@ def test_an_evaluation_is_reused_only_of_the_same_weights_and_frames(tiny_study,
     model.save_weights(str(run / "final.weights.h5"))
     assert evaluate_workdir(str(run), reuse=True, frame_stride=4)[0]["evaluated"] != again["evaluated"]
     assert len(evaluations) == 3
-    per_frame = run / "evaluation" / "per_frame.npz"
+    per_frame = run / "evaluation_every4" / "per_frame.npz"
     per_frame.write_bytes(per_frame.read_bytes()[:100])  # damaged: evaluated again, not an error
     evaluate_workdir(str(run), reuse=True, frame_stride=4)
     assert len(evaluations) == 4

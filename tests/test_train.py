@@ -209,8 +209,9 @@ def test_evaluate_writes_tables_plots_and_matches_the_training_metrics(killed_an
     command = [sys.executable, "-m", "mtha_tf.evaluate", f"--workdir={workdir}", "--frame_stride=4"]  # as trained
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert f"per-part tables, plots and results.json in {workdir / 'evaluation'}/" in done.stderr
-    results = json.loads((workdir / "evaluation" / "results.json").read_text())
+    out = workdir / "evaluation_every4"  # every 4th frame: beside the every-frame tables of evaluation/
+    assert f"per-part tables, plots and results.json in {out}/" in done.stderr
+    results = json.loads((out / "results.json").read_text())
     trained = json.loads((workdir / "metrics.json").read_text())["trained"]
     for task, key in (
         ("pose2d", "pckh"),
@@ -219,14 +220,13 @@ def test_evaluate_writes_tables_plots_and_matches_the_training_metrics(killed_an
         ("pose3d", "mjd_mm"),
     ):
         assert results[task][key] == pytest.approx(trained[task][key], rel=1e-4, abs=1e-6)
-    out = workdir / "evaluation"
     for name in ("pose2d.md", "segmentation.csv", "depth.md", "pose3d.csv", "success_rates.png", "predictions.png"):
         assert (out / name).stat().st_size > 0, name
     table = (out / "segmentation.md").read_text().splitlines()
     assert table[0].startswith("| segmentation IoU") and len(table) == 2 + 15 + 2  # header, rule, 15 classes, 2 means
 
 
-def test_evaluating_on_the_test_split_keeps_the_validation_tables(killed_and_resumed, tmp_path):
+def test_evaluating_on_the_test_split_or_fewer_frames_keeps_the_validation_tables(killed_and_resumed, tmp_path):
     workdir, _, _ = killed_and_resumed
     with pytest.raises(FileNotFoundError, match=r"records/test-\*\.tfrecord"):  # the embedded data has no test clips
         evaluate.evaluate_workdir(str(workdir), split="test")
@@ -236,7 +236,9 @@ def test_evaluating_on_the_test_split_keeps_the_validation_tables(killed_and_res
     validation = workdir / "evaluation" / "results.json"
     before = validation.read_bytes()
     on_test, _ = evaluate.evaluate_workdir(str(workdir), data_dir=str(tmp_path), split="test")
+    evaluate.evaluate_workdir(str(workdir), frame_stride=4)
     assert validation.read_bytes() == before
+    assert json.loads((workdir / "evaluation_every4" / "results.json").read_text())["num_frames"] == 2
     written = json.loads((workdir / "evaluation_test" / "results.json").read_text())
     assert written["pose3d"]["mjd_mm"] == pytest.approx(on_validation["pose3d"]["mjd_mm"], rel=1e-4)
     # Every frame of the held-out clip (0, 2, 4), whatever the run's --eval_frame_stride.
