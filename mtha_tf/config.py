@@ -200,6 +200,13 @@ def trains_longer(saved, config):
     return config.epochs > saved.epochs and saved.lr_schedule == config.lr_schedule == "constant"
 
 
+def _comparable(config, name):
+    """A field's value as runs are compared: a local data_dir resolved (config.json written before data dirs were
+    recorded absolute may hold a relative one, the same shards from the folder it was run in)."""
+    value = getattr(config, name)
+    return os.path.abspath(value) if name == "data_dir" and value and "://" not in value else value
+
+
 def training_differences(saved, config):
     """["field: saved value -> config's value", ...] for the fields that change what is trained (EXECUTION_FIELDS
     aside, and more epochs where they continue the run); empty when `config` trains what `saved` describes."""
@@ -207,7 +214,7 @@ def training_differences(saved, config):
     if trains_longer(saved, config):
         names.remove("epochs")
     differences = {name: f"{name}: {getattr(saved, name)!r} -> {getattr(config, name)!r}"
-                   for name in names if getattr(saved, name) != getattr(config, name)}  # fmt: skip
+                   for name in names if _comparable(saved, name) != _comparable(config, name)}  # fmt: skip
     if "epochs" in differences and config.epochs > saved.epochs:
         differences["epochs"] += (
             " (more epochs train on only with the constant learning rate; a cosine schedule spans the run)"

@@ -56,11 +56,12 @@ def run_name(task_names):
 
 def _shared_data_dir(config, study_dir):
     """Every combination trains and is evaluated on the same records: `config.data_dir`, or the embedded data
-    generated once for the whole study."""
+    generated once for the whole study, as an absolute path (the runs' config.json then name the same shards from any
+    folder, as train.py's --data_dir; a relative --study_dir made them relative)."""
     if config.data_dir:
         return config.data_dir
     train_pattern, _ = training_data.data_patterns(config, study_dir)
-    return os.path.dirname(train_pattern)
+    return os.path.abspath(os.path.dirname(train_pattern))
 
 
 def train_combination(config, workdir):

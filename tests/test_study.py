@@ -166,6 +166,24 @@ def test_all_trains_every_combination_and_tables_those_with_the_target(tiny_stud
     assert header.count("|") == 2 + 8 and "| segmentation+depth |" not in header
 
 
+def test_a_relative_study_dir_records_its_data_absolute(tmp_path, monkeypatch):
+    """The runs' config.json name the study's embedded data by an absolute path, so that `python -m mtha_tf.evaluate
+    --workdir=study/runs/...` finds it from any folder; a run recorded with the relative path still counts as the
+    same run."""
+    monkeypatch.chdir(tmp_path)
+    trained = {}
+    monkeypatch.setattr(study, "train_combination", lambda config, workdir: trained.update({workdir: config}))
+    evaluated = ({}, {"pose2d": []})  # results and per-frame errors, as the report stubs below take them
+    monkeypatch.setattr(study.evaluate, "evaluate_workdir", lambda workdir, split, frame_stride, reuse: evaluated)
+    monkeypatch.setattr(study.report, "write_tables", lambda results, out_dir, tasks: os.makedirs(out_dir))
+    monkeypatch.setattr(study.report, "plot_success_rates", lambda *args: None)
+    study.run_study("pose2d", "pose2d", config_lib.make_config("tiny"), "study")
+    [(workdir, config)] = trained.items()
+    assert config.data_dir == str(tmp_path / "study" / "data" / "records") and workdir == "study/runs/pose2d"
+    recorded_relative = dataclasses.replace(config, data_dir="study/data/records")
+    assert config_lib.training_differences(recorded_relative, config) == []
+
+
 def test_a_split_without_shards_fails_before_any_training(tiny_study, tmp_path, monkeypatch):
     study_dir, config, _ = tiny_study
     monkeypatch.setattr(study, "train_combination", lambda config, workdir: pytest.fail("trained before the check"))
