@@ -118,7 +118,8 @@ def test_an_evaluation_is_reused_only_of_the_same_weights_and_frames(tiny_study,
     plot); other weights (a run trained on), another frame stride or reuse=False evaluate again."""
     study_dir, _, _ = tiny_study
     run = tmp_path / "pose2d"
-    shutil.copytree(study_dir / "runs" / "pose2d", run)  # its config.json names the study's shared data
+    # Its config.json names the study's shared data; without the evaluations other tests made of it.
+    shutil.copytree(study_dir / "runs" / "pose2d", run, ignore=shutil.ignore_patterns("evaluation*"))
     first, first_per_frame = evaluate_workdir(str(run))
     assert first["evaluated"]["frame_stride"] == 1 and len(first["evaluated"]["weights_sha256"]) == 64
     evaluations = []
