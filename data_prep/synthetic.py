@@ -186,7 +186,7 @@ FLAGS = flags.FLAGS
 def define_flags():
     """Command-line flags; defined only when run as a program, so importing the module stays side-effect free."""
     flags.DEFINE_string("output_dir", None, "Root that receives cmu/<split>/run0/...", required=True)
-    flags.DEFINE_integer("num_clips", 10, "Number of clips.", lower_bound=0)
+    flags.DEFINE_integer("num_clips", 10, "Number of clips.", lower_bound=1)
     flags.DEFINE_integer("num_frames", 100, "Frames per clip (SURREAL clips have 100).", lower_bound=1)
     flags.DEFINE_integer("seed", 0, "Random seed; a clip depends only on (seed, split, index).", lower_bound=0)
     flags.DEFINE_enum("split", "train", list(surreal.SPLITS), "Split folder, as SURREAL's.")
