@@ -206,7 +206,8 @@ def test_evaluate_writes_tables_plots_and_matches_the_training_metrics(killed_an
     # process that computed metrics.json did not.
     workdir, _, _ = killed_and_resumed
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    command = [sys.executable, "-m", "mtha_tf.evaluate", f"--workdir={workdir}", "--frame_stride=4"]  # as trained
+    # The frames evaluated in training (every 4th), one per forward pass instead of the run's batch of 4.
+    command = [sys.executable, "-m", "mtha_tf.evaluate", f"--workdir={workdir}", "--frame_stride=4", "--batch_size=1"]
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     out = workdir / "evaluation_every4"  # every 4th frame: beside the every-frame tables of evaluation/
