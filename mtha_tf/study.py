@@ -133,8 +133,9 @@ def run_study(target_task, which, base_config, study_dir, split="val", frame_str
         config = dataclasses.replace(base_config, tasks=",".join(task_names), data_dir=data_dir)
         train_combination(config, workdir)
         if target_task in task_names:
-            results[name], per_frame[name] = evaluate.evaluate_workdir(workdir, split=split, frame_stride=frame_stride,
-                                                                       reuse=reuse)  # fmt: skip
+            results[name], per_frame[name] = evaluate.evaluate_workdir(
+                workdir, split=split, frame_stride=frame_stride, reuse=reuse, batch_size=base_config.eval_batch_size
+            )
 
     out_dir = evaluate.split_dir(os.path.join(study_dir, target_task), split, frame_stride)
     report.write_tables(results, out_dir, [target_task])

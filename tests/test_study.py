@@ -154,7 +154,9 @@ def test_all_trains_every_combination_and_tables_those_with_the_target(tiny_stud
 
     monkeypatch.setattr(study, "train_combination", record_weights)
     finished = evaluate_workdir(str(study_dir / "runs" / "pose2d"))  # stands in for every combination's numbers
-    monkeypatch.setattr(study.evaluate, "evaluate_workdir", lambda workdir, split, frame_stride, reuse: finished)
+    monkeypatch.setattr(
+        study.evaluate, "evaluate_workdir", lambda workdir, split, frame_stride, reuse, batch_size: finished
+    )
     shared_data = config_lib.load(str(study_dir / "runs" / "pose2d" / "config.json")).data_dir
     weighted = dataclasses.replace(config, data_dir=shared_data, task_weights={"pose2d": 2, "depth": 0.5})
     results = study.run_study("pose2d", "all", weighted, str(tmp_path))
@@ -170,15 +172,20 @@ def test_all_trains_every_combination_and_tables_those_with_the_target(tiny_stud
 def test_a_relative_study_dir_records_its_data_absolute(tmp_path, monkeypatch):
     """The runs' config.json name the study's embedded data by an absolute path, so that `python -m mtha_tf.evaluate
     --workdir=study/runs/...` finds it from any folder; a run recorded with the relative path still counts as the
-    same run."""
+    same run. The study's --eval_batch_size is its evaluations' batch."""
     monkeypatch.chdir(tmp_path)
-    trained = {}
+    trained, batches = {}, []
     monkeypatch.setattr(study, "train_combination", lambda config, workdir: trained.update({workdir: config}))
-    evaluated = ({}, {"pose2d": []})  # results and per-frame errors, as the report stubs below take them
-    monkeypatch.setattr(study.evaluate, "evaluate_workdir", lambda workdir, split, frame_stride, reuse: evaluated)
+
+    def evaluated(workdir, split, frame_stride, reuse, batch_size):
+        batches.append(batch_size)
+        return {}, {"pose2d": []}  # results and per-frame errors, as the report stubs below take them
+
+    monkeypatch.setattr(study.evaluate, "evaluate_workdir", evaluated)
     monkeypatch.setattr(study.report, "write_tables", lambda results, out_dir, tasks: os.makedirs(out_dir))
     monkeypatch.setattr(study.report, "plot_success_rates", lambda *args: None)
-    study.run_study("pose2d", "pose2d", config_lib.make_config("tiny"), "study")
+    study.run_study("pose2d", "pose2d", config_lib.make_config("tiny", eval_batch_size=2), "study")
+    assert batches == [2]
     [(workdir, config)] = trained.items()
     assert config.data_dir == str(tmp_path / "study" / "data" / "records") and workdir == "study/runs/pose2d"
     recorded_relative = dataclasses.replace(config, data_dir="study/data/records")
