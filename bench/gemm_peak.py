@@ -5,9 +5,9 @@ achieved FLOP/s as a share of this figure, measured in the same run (a machine's
 
 - CPU: fp32, the best of TensorFlow's and NumPy's BLAS at 2048^3 and 4096^3 (TensorFlow's Eigen matmul trails
   OpenBLAS on some CPUs; the reference is the fastest GEMM, not one library's). bf16 too where the CPU multiplies
-  bfloat16 natively (AVX512-BF16 or AMX: `native_bf16_cpu`), the best of TensorFlow's and PyTorch's oneDNN matmul
-  (on 2 cores of a Sapphire Rapids VM: 1.4-1.9 TFLOP/s with AMX against 0.3-0.37 in fp32); elsewhere bf16 is
-  emulated and has no peak worth a percentage.
+  bfloat16 natively (AVX512-BF16 or AMX: `cpu_runtime.has_native_bfloat16`), the best of TensorFlow's and PyTorch's
+  oneDNN matmul (on 2 cores of a Sapphire Rapids VM: 1.4-1.9 TFLOP/s with AMX against 0.3-0.37 in fp32); elsewhere
+  bf16 is emulated and has no peak worth a percentage.
 - GPU: fp32 as the frameworks run it by default (TensorFlow and PyTorch's cuDNN convolutions both use TF32 tensor
   cores on Ampere and later), fp16 and bf16, at 4096^3 and 8192^3, by the frameworks asked for. Measure one framework
   per process there: TensorFlow reserves nearly all of the GPU's memory when it starts, and a process that had
@@ -19,6 +19,8 @@ import os
 import time
 
 import numpy as np
+
+from mtha_tf import cpu_runtime
 
 
 def _rate(run, sync, size, repeats):
@@ -75,16 +77,6 @@ def _torch_rates(precisions, sizes, repeats, device):
     return _best(rate_of, precisions, sizes)
 
 
-def native_bf16_cpu():
-    """Whether this CPU multiplies bfloat16 in hardware (Linux: the avx512_bf16 or amx_bf16 flag)."""
-    try:
-        with open("/proc/cpuinfo") as info:
-            flags = next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), [])
-    except OSError:  # not Linux: no flags to read
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def measure(device="cpu", frameworks=("tf", "torch"), repeats=5):
     """{precision: {library: FLOP/s}} for those of `frameworks` installed (and NumPy on a CPU). On a CPU, fp32 from
     TensorFlow and NumPy (PyTorch's fp32 CPU matmul is the same oneDNN/BLAS class), and bf16 from TensorFlow and PyTorch
@@ -94,7 +86,7 @@ def measure(device="cpu", frameworks=("tf", "torch"), repeats=5):
     by_library = {}
     if device == "cpu":
         by_library["numpy"] = _numpy_rates((2048, 4096), repeats)
-        bf16 = ("bf16",) if native_bf16_cpu() else ()
+        bf16 = ("bf16",) if cpu_runtime.has_native_bfloat16() else ()
         if has["tensorflow"]:
             by_library["tensorflow"] = _tensorflow_rates(("fp32", *bf16), (2048, 4096), repeats, device)
         if has["torch"] and bf16:

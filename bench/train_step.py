@@ -55,6 +55,22 @@ def child(args, framework, kind, mode, network, batch_norm="fused"):
     return json.loads(lines[-1][len("RESULT ") :])
 
 
+# How each framework says it sees a GPU, asked in a process of its own (as every measurement runs).
+GPU_PROBES = {
+    "tf": ("import tensorflow as tf; print(bool(tf.config.list_physical_devices('GPU')))", "tensorflow[and-cuda]"),
+    "torch": ("import torch; print(torch.cuda.is_available())", "a CUDA build of torch==2.13.0"),
+}
+
+
+def frameworks_without_gpu(frameworks):
+    """Those of `frameworks` that see no GPU: without this check --device=gpu ran TensorFlow's 8192^3 GEMM reference on
+    the CPU, silently for many minutes (a lent GPU's whole budget), before the first measurement failed."""
+    probes = {framework: GPU_PROBES[framework] for framework in frameworks}
+    seen = {framework: subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip()
+            for framework, (code, _) in probes.items()}  # fmt: skip
+    return [f"{framework} (install {probes[framework][1]})" for framework, answer in seen.items() if answer != "True"]
+
+
 def _over_rounds(results):
     """One result of several rounds (None where no round succeeded): the median speed, the highest peak memory (the
     counts of FLOPs and parameters are the same in every round)."""
@@ -157,6 +173,9 @@ def main():
         return run_one(args)
 
     frameworks, kinds = args.frameworks, args.kinds
+    if args.device == "gpu" and (blind := frameworks_without_gpu(frameworks)):
+        print(f"error: --device=gpu, but no GPU is seen by {', '.join(blind)}", file=sys.stderr)
+        return 2
     precisions = args.precisions or (["fp32", "bf16"] if args.device == "cpu" else ["fp32", "fp16", "bf16"])
     # The GEMM reference: on a GPU one process per framework (bench/gemm_peak.py says why), here one for all.
     peaks = {}
@@ -207,4 +226,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
