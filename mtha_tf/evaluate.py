@@ -1,6 +1,6 @@
 r"""Evaluates a trained work dir on held-out frames: per-part tables, success-rate plots and a prediction grid.
 
-    python -m mtha_tf.evaluate --workdir=W [--data_dir=D] [--split=val|test] [--frame_stride=K]
+    python -m mtha_tf.evaluate --workdir=W [--data_dir=D] [--split=val|test] [--frame_stride=K] [--batch_size=N]
 
 Writes W/evaluation/ (W/evaluation_test/ for --split=test, W/evaluation_every<K>/ for --frame_stride=K, so that none
 overwrites another's tables): results.json (with `evaluated`: the weights, shards and frames it is of), <task>.md and

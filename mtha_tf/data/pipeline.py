@@ -85,7 +85,7 @@ def make_dataset(file_pattern, tasks_to_train, training, batch_size, input_size=
     if training:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed)
     seeds = tf.data.Dataset.random(seed=seed).batch(2)
-    if records_skipped:  # serialized records: skipped unparsed, read from disk only (SURREAL's: ~30 KB each)
+    if records_skipped:  # serialized records: skipped unparsed, only read from disk again
         dataset, seeds = dataset.skip(records_skipped), seeds.skip(records_skipped)
 
     def to_sample(serialized, example_seed):
