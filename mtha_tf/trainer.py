@@ -1,8 +1,10 @@
 """Training: model, distribution, checkpoints and automatic resume, callbacks, final evaluation and export (what it
 reads: `training_data`). `train.py` is a thin CLI."""
 
+import contextlib
 import json
 import os
+import socket
 import sys
 
 import keras
@@ -165,6 +167,31 @@ def export_final(workdir, epochs):
     return existing if os.path.isdir(existing) else export_workdir(workdir, export_dir, version=epochs)
 
 
+@contextlib.contextmanager
+def held_alone(folder):
+    """Holds `folder` for one training process (an exclusive flock on `folder/.train.lock`, released by the kernel when
+    the process ends, killed or not): a second process training the same work dir (a job launched twice, a requeued
+    job whose first run still lives) would write checkpoints, logs and weights between the first one's. TrainingFailed
+    naming the holder otherwise. Where there is no fcntl (not POSIX), nothing is held."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(os.path.join(folder, ".train.lock"), "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            raise TrainingFailed(f"{folder} is being trained by {holder}; wait for it to end (or stop it), or use "
+                                 "another --workdir") from None  # fmt: skip
+        lock.truncate(0)
+        lock.write(f"process {os.getpid()} on {socket.gethostname()}\n")
+        lock.flush()
+        yield
+
+
 def train(config, workdir, verbose=1):
     """Trains (or resumes) in `workdir`; returns the metrics written to `workdir/metrics.json`."""
     # Checked before anything is written: resuming another run's checkpoints fails on the first mismatched variable,
@@ -185,12 +212,20 @@ def train(config, workdir, verbose=1):
     except NotADirectoryError as error:
         raise TrainingFailed(str(error)) from None
     chief = is_chief()
-    if chief:
-        config_lib.save(config, os.path.join(workdir, "config.json"))
-    precision = set_precision(config.mixed_precision)
     # Workers other than the chief keep their state apart (checkpoints are written by every worker of a
     # MultiWorkerMirroredStrategy) and generate their own copy of the deterministic embedded data.
     own_dir = workdir if chief else os.path.join(workdir, f"worker-{strategy.cluster_resolver.task_id}")
+    os.makedirs(own_dir, exist_ok=True)
+    with held_alone(own_dir):
+        if chief:
+            config_lib.save(config, os.path.join(workdir, "config.json"))
+        return _train_in(config, workdir, own_dir, strategy, verbose)
+
+
+def _train_in(config, workdir, own_dir, strategy, verbose):
+    """train()'s work once the work dir is checked and held: `own_dir` is the work dir, or a worker's folder in it."""
+    chief = own_dir == workdir
+    precision = set_precision(config.mixed_precision)
     train_pattern, val_pattern = training_data.data_patterns(config, own_dir)
     task_names = config.task_names()
 

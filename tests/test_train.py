@@ -269,6 +269,28 @@ def test_a_work_dir_that_cannot_be_a_folder_is_named(tmp_path):
         trainer.train(config_lib.make_config("tiny"), str(tmp_path / "notes.txt"))
 
 
+def test_a_work_dir_being_trained_is_refused_to_a_second_process(tmp_path):
+    """A job launched twice (or requeued while its first run lives) would write its checkpoints, logs and weights
+    between the first one's; the second stops before writing anything, naming the first. The kernel drops the hold when
+    the holder ends, however it ends, so a killed run's work dir is free for its resumption."""
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from mtha_tf.trainer import held_alone\n"
+        f"with held_alone({str(workdir)!r}):\n    print('held', flush=True); time.sleep(60)"
+    )], cwd=REPO, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(trainer.TrainingFailed, match=rf"{workdir} is being trained by process {holder.pid} on "):
+            trainer.train(config_lib.make_config("tiny"), str(workdir))
+        assert sorted(p.name for p in workdir.iterdir()) == [".train.lock"], "nothing written"
+    finally:
+        holder.kill()
+        holder.wait()
+    with trainer.held_alone(str(workdir)):  # free again once the holder is gone (killed)
+        pass
+
+
 def test_evaluate_names_a_folder_that_is_not_a_finished_run(tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     command = [sys.executable, "-m", "mtha_tf.evaluate", f"--workdir={tmp_path}"]
