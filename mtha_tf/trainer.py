@@ -172,7 +172,7 @@ def held_alone(folder):
     """Holds `folder` for one training process (an exclusive flock on `folder/.train.lock`, released by the kernel when
     the process ends, killed or not): a second process training the same work dir (a job launched twice, a requeued
     job whose first run still lives) would write checkpoints, logs and weights between the first one's. TrainingFailed
-    naming the holder otherwise. Where there is no fcntl (not POSIX), nothing is held."""
+    naming the holder otherwise. Where there is no fcntl (not POSIX) or the file system has no locks, none is held."""
     try:
         import fcntl
     except ImportError:
@@ -186,6 +186,9 @@ def held_alone(folder):
             holder = lock.read().strip() or "another process"
             raise TrainingFailed(f"{folder} is being trained by {holder}; wait for it to end (or stop it), or use "
                                  "another --workdir") from None  # fmt: skip
+        except OSError:  # a file system without locks (some FUSE mounts): trains unheld, as before
+            yield
+            return
         lock.truncate(0)
         lock.write(f"process {os.getpid()} on {socket.gethostname()}\n")
         lock.flush()
