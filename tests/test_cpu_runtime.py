@@ -147,7 +147,7 @@ def test_mixed_precision_on_a_cpu_without_native_bfloat16_says_it_is_emulated(tm
     1.6-1.8x faster where it has them: a run with --mixed_precision on the first kind says so."""
     from mtha_tf import trainer
 
-    cpu_runtime_check = cpu_runtime.has_native_bfloat16
+    real_reader = cpu_runtime.has_native_bfloat16
     amd = tmp_path / "avx2"
     amd.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n")
     intel = tmp_path / "amx"
@@ -156,7 +156,7 @@ def test_mixed_precision_on_a_cpu_without_native_bfloat16_says_it_is_emulated(tm
     assert cpu_runtime.has_native_bfloat16(str(tmp_path / "absent")) is None  # not Linux: no note
     try:
         for cpuinfo, noted in ((amd, True), (intel, False), (tmp_path / "absent", False)):
-            monkeypatch.setattr(cpu_runtime, "has_native_bfloat16", lambda c=str(cpuinfo): cpu_runtime_check(c))
+            monkeypatch.setattr(cpu_runtime, "has_native_bfloat16", lambda c=str(cpuinfo): real_reader(c))
             assert trainer.set_precision(True) == "mixed_bfloat16"
             assert ("computes in emulated bfloat16" in capsys.readouterr().err) is noted
     finally:
