@@ -20,7 +20,8 @@ _HELP = {"tasks": "Comma-separated subset of pose2d,segmentation,depth,pose3d.",
          "eval_frame_stride": "Held-out frames evaluated during training (before it, at each epoch end): those whose "
                               "index in their clip is a multiple of this (paper: 10; SURREAL's val split holds ~50k "
                               "frames). python -m mtha_tf.evaluate evaluates every frame.",
-         "eval_batch_size": "Held-out images per forward pass in those evaluations (paper: 8); changes no figure.",
+         "eval_batch_size": "Held-out images per forward pass in the evaluations during training and in the study's "
+                            "(paper: 8); changes no figure.",
          "task_weights": "Loss weights per task, e.g. pose2d=10,depth=0.5 (unnamed tasks: 1, the paper's plain sum; "
                          "the tasks' losses differ ~10x in size, BUILD.md 'Loss weights').",
          "export": "Export the final model as a SavedModel to <workdir>/export/<epochs> (--noexport: a run that only "
