@@ -29,8 +29,12 @@ def replacing(path):
 
 
 def make_folder(path, flag):
-    """`os.makedirs(path, exist_ok=True)`; where `path` cannot be a folder (a file of that name, no permission),
+    """`os.makedirs(path, exist_ok=True)`; where `path` cannot be a folder (a file of that name, no permission, a URL),
     NotADirectoryError naming the command's flag, `--<flag>=<path>: cannot be made a folder (<reason>)`."""
+    if "://" in path:  # os.makedirs("gs://b/run") makes ./gs:/b/run: everything would land there, not in the bucket
+        raise NotADirectoryError(f"--{flag}={path}: cannot be made a folder (a URL; this writes with the local file "
+                                 "system: give a local folder, or the bucket mounted as one, e.g. with "
+                                 "gcsfuse)")  # fmt: skip
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as error:

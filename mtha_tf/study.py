@@ -123,6 +123,10 @@ def run_study(target_task, which, base_config, study_dir, split="val", frame_str
             f"(--workdir={os.path.join(study_dir, 'runs', '<tasks joined by +>')} and the study's other flags), then "
             "run the study without TF_CONFIG: it reuses the finished runs"
         )
+    try:
+        atomic_files.make_folder(study_dir, "study_dir")
+    except NotADirectoryError as error:
+        raise trainer.TrainingFailed(str(error)) from None
     data_dir = _shared_data_dir(base_config, study_dir)
     held_out = evaluate.held_out_pattern(base_config, study_dir, data_dir, split)
     require_examples(held_out)  # FileNotFoundError now, not after training every combination

@@ -192,6 +192,14 @@ def test_a_relative_study_dir_records_its_data_absolute(tmp_path, monkeypatch):
     assert config_lib.training_differences(recorded_relative, config) == []
 
 
+def test_a_study_dir_at_a_url_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    """os.makedirs("gs://bucket/study") made ./gs:/bucket/study, and the study's data and runs went there."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(trainer.TrainingFailed, match=r"--study_dir=gs://bucket/study: cannot be made a folder \(a URL"):
+        study.run_study("pose2d", "pose2d", config_lib.make_config("tiny"), "gs://bucket/study")
+    assert not any(tmp_path.iterdir())
+
+
 def test_a_split_without_shards_fails_before_any_training(tiny_study, tmp_path, monkeypatch):
     study_dir, config, _ = tiny_study
     monkeypatch.setattr(study, "train_combination", lambda config, workdir: pytest.fail("trained before the check"))

@@ -264,10 +264,15 @@ def test_a_data_dir_converted_without_its_val_split_names_the_split(tmp_path, re
     assert not (tmp_path / "run").exists()
 
 
-def test_a_work_dir_that_cannot_be_a_folder_is_named(tmp_path):
+def test_a_work_dir_that_cannot_be_a_folder_is_named(tmp_path, monkeypatch):
     (tmp_path / "notes.txt").write_text("a file, not a folder")
     with pytest.raises(trainer.TrainingFailed, match=r"--workdir=.*notes\.txt: cannot be made a folder \(File exists"):
         trainer.train(config_lib.make_config("tiny"), str(tmp_path / "notes.txt"))
+    # A bucket: os.makedirs("gs://b/run") made ./gs:/b/run, and the whole run went there.
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(trainer.TrainingFailed, match=r"--workdir=gs://bucket/run: cannot be made a folder \(a URL;"):
+        trainer.train(config_lib.make_config("tiny"), "gs://bucket/run")
+    assert not (tmp_path / "gs:").exists()
 
 
 def test_a_work_dir_being_trained_is_refused_to_a_second_process(tmp_path):
