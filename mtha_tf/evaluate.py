@@ -41,10 +41,8 @@ def final_weights(workdir):
     return weights
 
 
-def load_trained(workdir):
-    """(config, model with the work dir's final weights)."""
-    config = config_lib.load(os.path.join(workdir, "config.json"))
-    weights = final_weights(workdir)
+def trained_model(config, weights):
+    """The network `config` describes with the weights file `weights` loaded, for inference."""
     # Inference runs in float32 whatever the training precision was (the weights are float32 either way).
     policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("float32")
@@ -53,7 +51,13 @@ def load_trained(workdir):
     finally:
         keras.mixed_precision.set_global_policy(policy)
     model.load_weights(weights)  # inference only: no optimizer to restore
-    return config, model
+    return model
+
+
+def load_trained(workdir):
+    """(config, model with the work dir's final weights)."""
+    config = config_lib.load(os.path.join(workdir, "config.json"))
+    return config, trained_model(config, final_weights(workdir))
 
 
 SPLITS = surreal.SPLITS[1:]  # the held-out ones: val and test (the embedded data has no test clips)
@@ -134,10 +138,11 @@ def evaluate_workdir(workdir, data_dir=None, split="val", frame_stride=1, reuse=
     config = config_lib.load(os.path.join(workdir, "config.json"))
     pattern = held_out_pattern(config, workdir, data_dir, split)
     out_dir = split_dir(os.path.join(workdir, "evaluation"), split, frame_stride)
-    key = evaluation_key(final_weights(workdir), pattern, frame_stride)
+    weights = final_weights(workdir)
+    key = evaluation_key(weights, pattern, frame_stride)
     if reuse and (finished := _finished_evaluation(out_dir, key)):
         return finished
-    config, model = load_trained(workdir)
+    model = trained_model(config, weights)
     # One traced forward pass for the metrics and the grid: no convolution runs eagerly (cpu_runtime: frozen weights).
     forward = evaluation.forward_function(model)
     results, per_frame = evaluation.evaluate(forward, pattern, config.task_names(),
