@@ -222,12 +222,17 @@ def training_differences(saved, config):
     return list(differences.values())
 
 
-def differing_run(path, config):
+def differing_run(path, config, same_data=lambda recorded_data_dir: False):
     """Why the work dir whose config.json is at `path` does not hold a run of `config` (its checkpoints and weights
-    are of another network or training); "" when it does, or when there is no config.json yet."""
+    are of another network or training); "" when it does, or when there is no config.json yet. `same_data(data_dir
+    recorded in config.json)`: whether `config.data_dir`, another path, holds the same shards (then it is the same
+    run's data)."""
     if not os.path.exists(path):
         return ""
-    differences = training_differences(load(path), config)
+    saved = load(path)
+    if _comparable(saved, "data_dir") != _comparable(config, "data_dir") and same_data(saved.data_dir):
+        saved = dataclasses.replace(saved, data_dir=config.data_dir)
+    differences = training_differences(saved, config)
     return f"{path} describes another configuration ({'; '.join(differences)})" if differences else ""
 
 

@@ -28,7 +28,7 @@ from absl import app, flags  # noqa: E402
 from mtha_tf import atomic_files, evaluation, report, surreal, visualize  # noqa: E402
 from mtha_tf import config as config_lib  # noqa: E402
 from mtha_tf.data.crop import transform_points  # noqa: E402
-from mtha_tf.data.pipeline import list_files  # noqa: E402
+from mtha_tf.data.pipeline import shards_digest  # noqa: E402
 from mtha_tf.model import build_model_for  # noqa: E402
 from mtha_tf.targets import make_codecs  # noqa: E402
 
@@ -106,12 +106,10 @@ def _package_version():
 
 
 def evaluation_key(weights, pattern, frame_stride):
-    """What an evaluation's figures depend on: the trained weights, the held-out shards (names and sizes), the frames
-    taken and the package version (its metrics). Recorded in results.json as `evaluated`."""
-    shards = hashlib.sha256()
-    for path in list_files(pattern):
-        shards.update(f"{os.path.basename(path)} {tf.io.gfile.stat(path).length}\n".encode())
-    return {"weights_sha256": _sha256(weights), "held_out": pattern, "shards_sha256": shards.hexdigest(),
+    """What an evaluation's figures depend on: the trained weights, the held-out shards (names and sizes; `held_out`,
+    their path, is for people), the frames taken and the package version (its metrics). Recorded in results.json as
+    `evaluated`."""
+    return {"weights_sha256": _sha256(weights), "held_out": pattern, "shards_sha256": shards_digest(pattern),
             "frame_stride": frame_stride, "mtha_tf": _package_version()}  # fmt: skip
 
 
@@ -125,8 +123,15 @@ def _finished_evaluation(out_dir, key):
             per_frame_key = json.loads(str(saved["evaluated"]))
     except (OSError, ValueError, KeyError, zipfile.BadZipFile):  # none yet, one from before these files, a damaged one
         return None
-    reusable = isinstance(results, dict) and results.get("evaluated") == key == per_frame_key
+    recorded = results.get("evaluated") if isinstance(results, dict) else None
+    reusable = _of_the_same(recorded) == _of_the_same(key) == _of_the_same(per_frame_key)
     return (results, per_frame) if reusable else None
+
+
+def _of_the_same(key):
+    """An evaluation key without the shards' path: the same shards (names and sizes) at another path (a study dir
+    moved or copied from a cluster, data mounted elsewhere) give the same figures."""
+    return {name: value for name, value in key.items() if name != "held_out"} if isinstance(key, dict) else key
 
 
 def evaluate_workdir(workdir, data_dir=None, split="val", frame_stride=1, reuse=False, batch_size=None):

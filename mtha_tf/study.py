@@ -13,6 +13,7 @@ finished one is reused, an interrupted one resumes, so running the same command 
 """
 
 import dataclasses
+import functools
 import itertools
 import json
 import math
@@ -66,12 +67,17 @@ def _shared_data_dir(config, study_dir):
 
 def train_combination(config, workdir):
     """Trains unless `workdir` already holds a finished run of the same config (an unfinished one resumes, a finished
-    one with fewer epochs trains on)."""
-    if why := config_lib.differing_run(os.path.join(workdir, "config.json"), config):
+    one with fewer epochs trains on). A finished run whose shards are now at `config.data_dir` (the study dir moved,
+    or copied from a cluster) records that path."""
+    config_path = os.path.join(workdir, "config.json")
+    same_data = functools.partial(training_data.same_shards, workdir, config.data_dir)
+    if why := config_lib.differing_run(config_path, config, same_data):
         raise trainer.TrainingFailed(f"{why}; use a new --study_dir for this one")
     metrics_path = os.path.join(workdir, "metrics.json")  # written last: the epochs of the last finished training
     if not os.path.exists(metrics_path) or _read_json(metrics_path).get("epochs") != config.epochs:
         trainer.train(config, workdir)
+    elif (saved := config_lib.load(config_path)).data_dir != config.data_dir:
+        config_lib.save(dataclasses.replace(saved, data_dir=config.data_dir), config_path)
 
 
 def _read_json(path):
@@ -138,7 +144,7 @@ def run_study(target_task, which, base_config, study_dir, split="val", frame_str
         train_combination(config, workdir)
         if target_task in task_names:
             results[name], per_frame[name] = evaluate.evaluate_workdir(
-                workdir, split=split, frame_stride=frame_stride, reuse=reuse, batch_size=base_config.eval_batch_size
+                workdir, data_dir, split, frame_stride, reuse=reuse, batch_size=base_config.eval_batch_size
             )
 
     out_dir = evaluate.split_dir(os.path.join(study_dir, target_task), split, frame_stride)

@@ -2,6 +2,7 @@
 reads: `training_data`). `train.py` is a thin CLI."""
 
 import contextlib
+import functools
 import json
 import os
 import socket
@@ -199,7 +200,8 @@ def train(config, workdir, verbose=1):
     """Trains (or resumes) in `workdir`; returns the metrics written to `workdir/metrics.json`."""
     # Checked before anything is written: resuming another run's checkpoints fails on the first mismatched variable,
     # after config.json has been overwritten with a configuration its weights are not of.
-    if why := config_lib.differing_run(os.path.join(workdir, "config.json"), config):
+    same_data = functools.partial(training_data.same_shards, workdir, config.data_dir)
+    if why := config_lib.differing_run(os.path.join(workdir, "config.json"), config, same_data):
         raise TrainingFailed(f"{why}; use another --workdir, or delete this one to start over")
     cluster_config()  # a bad TF_CONFIG, before anything is written
     # Before any TensorFlow op (reading shards below, listing GPUs for mixed precision): MultiWorkerMirroredStrategy
@@ -222,6 +224,7 @@ def train(config, workdir, verbose=1):
     with held_alone(own_dir):
         if chief:
             config_lib.save(config, os.path.join(workdir, "config.json"))
+            training_data.record_shards(config, workdir)
         return _train_in(config, workdir, own_dir, strategy, verbose)
 
 

@@ -1,13 +1,14 @@
 """What a training run reads: the shards (given, or the embedded data generated into the work dir), the batches it
 draws from them, and whether they cover the training clips."""
 
+import json
 import math
 import os
 
 import tensorflow as tf
 
-from mtha_tf import losses
-from mtha_tf.data.pipeline import make_dataset, require_examples
+from mtha_tf import atomic_files, losses
+from mtha_tf.data.pipeline import make_dataset, require_examples, shards_digest
 from mtha_tf.data.shards import converted_frames, interleaved
 
 
@@ -39,6 +40,40 @@ def check_data_dir(config):
                 "both)"
             )
         require_examples(pattern)  # and not a partial set of shards
+
+
+def shards_record_path(workdir):
+    """`workdir/shards.json`: the names and sizes of the shards a run on `--data_dir` trains and evaluates on."""
+    return os.path.join(workdir, "shards.json")
+
+
+def _shards_of(data_dir):
+    """{split: `shards_digest`} of a data dir's train and val shards."""
+    return {split: shards_digest(os.path.join(data_dir, f"{split}-*.tfrecord")) for split in ("train", "val")}
+
+
+def record_shards(config, workdir):
+    """Writes `shards_record_path(workdir)` for a run on `config.data_dir` (the embedded data lies in the work dir)."""
+    if config.data_dir:
+        atomic_files.write_json(shards_record_path(workdir), _shards_of(config.data_dir))
+
+
+def same_shards(workdir, data_dir, recorded_data_dir):
+    """Whether `data_dir` holds the shards the run in `workdir` recorded at `recorded_data_dir` (its config.json's),
+    by their names and sizes: the run's data moved, copied or mounted elsewhere (a study dir copied from a cluster, a
+    node that mounts the data at another path) is the same run's data, not another run's. A run from before
+    shards.json is compared with the shards still at `recorded_data_dir`, if any."""
+    if not (recorded_data_dir and data_dir):
+        return False
+    try:
+        with open(shards_record_path(workdir)) as f:
+            recorded = json.load(f)
+    except (OSError, ValueError):
+        recorded = None
+    try:
+        return (recorded or _shards_of(recorded_data_dir)) == _shards_of(data_dir)
+    except FileNotFoundError:  # no shards, or part of a set, at either place
+        return False
 
 
 def drawn_records(config):

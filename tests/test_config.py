@@ -1,6 +1,7 @@
 """The training configuration: presets, overrides, the checks on every field, and what the flags record."""
 
 import dataclasses
+import functools
 import json
 import os
 import shutil
@@ -121,6 +122,44 @@ def test_a_local_data_dir_is_recorded_absolute():
         flag_values.unparse_flags()
         flag_values(["train.py", "--preset=tiny", f"--data_dir={data_dir}"])
         assert config_flags.config_from_flags(flag_values).data_dir == recorded
+
+
+def test_a_run_knows_its_shards_at_another_path(records_dir, tmp_path):
+    """A run's config.json names its --data_dir; the same shards (names and sizes, recorded in shards.json) at another
+    path are the same run's data, so a run whose data moved, was copied or is mounted elsewhere resumes, and a study
+    dir copied from a cluster reuses its runs. Other shards there are another run's; a run recorded before
+    shards.json is compared with the shards still at its recorded path."""
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    config = config_lib.make_config("tiny", data_dir=str(records_dir))
+    config_lib.save(config, str(workdir / "config.json"))
+    training_data.record_shards(config, str(workdir))
+    assert set(json.loads((workdir / "shards.json").read_text())) == {"train", "val"}
+
+    def differing(data_dir):
+        elsewhere = dataclasses.replace(config, data_dir=str(data_dir))
+        same_data = functools.partial(training_data.same_shards, str(workdir), str(data_dir))
+        return config_lib.differing_run(str(workdir / "config.json"), elsewhere, same_data)
+
+    moved = tmp_path / "moved"
+    shutil.copytree(records_dir, moved)
+    assert differing(moved) == ""
+    assert "data_dir: " in config_lib.differing_run(str(workdir / "config.json"), dataclasses.replace(
+        config, data_dir=str(moved))), "by path alone the run is another"  # fmt: skip
+    other = tmp_path / "other"
+    shutil.copytree(records_dir, other)
+    with open(other / "val-00000-of-00001.tfrecord", "ab") as shard:
+        shard.write(b"\0")  # another conversion: a shard of another size
+    assert f"(data_dir: {str(records_dir)!r} -> {str(other)!r})" in differing(other)
+    (moved / "train-00001-of-00002.tfrecord").unlink()  # part of a set
+    assert "data_dir: " in differing(moved)
+    (workdir / "shards.json").unlink()  # a run from before the record
+    assert differing(other) != "" and differing(records_dir) == ""
+    shutil.copytree(records_dir, tmp_path / "copy")
+    assert differing(tmp_path / "copy") == "", "compared with the shards at the recorded path"
+    gone = dataclasses.replace(config, data_dir=str(tmp_path / "gone"))
+    config_lib.save(gone, str(workdir / "config.json"))
+    assert "data_dir: " in differing(tmp_path / "copy"), "nothing to compare with"
 
 
 def test_xla_is_keras_auto_unless_a_flag_sets_it():

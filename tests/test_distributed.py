@@ -4,6 +4,7 @@
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -107,6 +108,17 @@ def test_one_worker_cluster_trains_on_converted_shards_in_mixed_precision(tmp_pa
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["precision"] == "mixed_bfloat16" and metrics["held_out"].startswith(str(records_dir))
     assert "held-out   trained: depth_rmse_mm" in finished.stdout
+    # The same shards at another path (a node that mounts the data elsewhere) are the run's data: it trains on from
+    # its checkpoint there, and config.json names the new path. Compared before the strategy exists (files only).
+    moved = tmp_path / "moved"
+    shutil.copytree(records_dir, moved)
+    command = [arg.replace(f"--data_dir={records_dir}", f"--data_dir={moved}").replace("--epochs=1", "--epochs=2")
+               for arg in command]  # fmt: skip
+    env = _worker_env({"worker": [f"127.0.0.1:{_free_ports(1)[0]}"]}, 0)
+    finished = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=420)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert "Epoch 2/2" in finished.stdout and "Epoch 1/2" not in finished.stdout, "trained on from epoch 1"
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["data_dir"] == str(moved)
 
 
 def test_two_replicas_take_the_one_device_step_and_train_end_to_end(tmp_path):

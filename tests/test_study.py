@@ -143,6 +143,24 @@ def test_an_evaluation_is_reused_only_of_the_same_weights_and_frames(tiny_study,
     assert len(evaluations) == 4
 
 
+def test_a_moved_study_dir_reuses_its_runs_and_their_evaluations(tiny_study, tmp_path, monkeypatch):
+    """A study dir moved, or copied from the cluster that trained it: its runs name the embedded data by the old path,
+    and were refused as "another configuration" (and evaluated again) though the shards were theirs. Now the same
+    shards elsewhere are the runs' data: nothing is trained or evaluated again, and the runs record the new path."""
+    study_dir, config, results = tiny_study
+    moved = tmp_path / "moved"
+    shutil.copytree(study_dir, moved)
+    monkeypatch.setattr(trainer, "train", lambda *args: pytest.fail("a finished combination was trained again"))
+    monkeypatch.setattr(study.evaluate.evaluation, "evaluate", lambda *args: pytest.fail("evaluated again"))
+    again = study.run_study("pose2d", "pose2d;pose2d,segmentation", config, str(moved))
+    assert {n: r["pose2d"]["pckh_per_joint"] for n, r in again.items()} == {
+        n: r["pose2d"]["pckh_per_joint"] for n, r in results.items()
+    }
+    for name in results:
+        assert config_lib.load(str(moved / "runs" / name / "config.json")).data_dir == str(moved / "data" / "records")
+    assert json.loads((moved / "pose2d" / "results.json").read_text())["held_out"].startswith(str(moved))
+
+
 def test_all_trains_every_combination_and_tables_those_with_the_target(tiny_study, tmp_path, monkeypatch):
     """--combinations=all trains the 15 (a study of another target in the same study dir then reuses them), each with
     the --task_weights of its tasks; the target's table compares the 8 that contain it."""
@@ -155,7 +173,7 @@ def test_all_trains_every_combination_and_tables_those_with_the_target(tiny_stud
     monkeypatch.setattr(study, "train_combination", record_weights)
     finished = evaluate_workdir(str(study_dir / "runs" / "pose2d"))  # stands in for every combination's numbers
     monkeypatch.setattr(
-        study.evaluate, "evaluate_workdir", lambda workdir, split, frame_stride, reuse, batch_size: finished
+        study.evaluate, "evaluate_workdir", lambda workdir, data_dir, split, frame_stride, reuse, batch_size: finished
     )
     shared_data = config_lib.load(str(study_dir / "runs" / "pose2d" / "config.json")).data_dir
     weighted = dataclasses.replace(config, data_dir=shared_data, task_weights={"pose2d": 2, "depth": 0.5})
@@ -177,7 +195,7 @@ def test_a_relative_study_dir_records_its_data_absolute(tmp_path, monkeypatch):
     trained, batches = {}, []
     monkeypatch.setattr(study, "train_combination", lambda config, workdir: trained.update({workdir: config}))
 
-    def evaluated(workdir, split, frame_stride, reuse, batch_size):
+    def evaluated(workdir, data_dir, split, frame_stride, reuse, batch_size):
         batches.append(batch_size)
         return {}, {"pose2d": []}  # results and per-frame errors, as the report stubs below take them
 

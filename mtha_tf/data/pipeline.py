@@ -1,13 +1,15 @@
 """TFRecord shards -> batched (inputs, targets) for any subset of the four tasks, entirely in the TF graph."""
 
 import contextlib
+import hashlib
+import os
 
 import tensorflow as tf
 
 from mtha_tf import tasks
 from mtha_tf.data import augment, schema
 from mtha_tf.data.sample import make_sample
-from mtha_tf.data.shards import missing_shards, records_to_read
+from mtha_tf.data.shards import map_paths, missing_shards, records_to_read
 
 
 class CorruptRecordError(ValueError):
@@ -29,6 +31,16 @@ def list_files(file_pattern):
                                 "running, or did a task of it fail? Its manifest.json says complete: true when "
                                 "every shard is written")  # fmt: skip
     return files
+
+
+def shards_digest(file_pattern):
+    """sha256 of the names and byte sizes of the shards `list_files(file_pattern)` finds: what identifies converted
+    data wherever it lies (copied, moved, or mounted at another path), without reading it."""
+    files = list_files(file_pattern)
+    digest = hashlib.sha256()
+    for path, size in zip(files, map_paths(lambda path: tf.io.gfile.stat(path).length, files), strict=True):
+        digest.update(f"{os.path.basename(path)} {size}\n".encode())
+    return digest.hexdigest()
 
 
 def require_examples(file_pattern):

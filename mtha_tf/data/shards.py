@@ -71,13 +71,18 @@ def _shard_record(path):
         return None
 
 
-def _interleaved_counts(paths):
-    """`_interleaved_frames` of each shard's record. Records at a URL are read 32 at a time: a bucket answers each read
-    after a round trip, and SURREAL's training split has ~1,100 shards."""
+def map_paths(function, paths):
+    """[function(path) for path in paths], 32 at a time where they are URLs: a bucket answers each read or stat after
+    a round trip, and SURREAL's training split has ~1,100 shards."""
     if not any("://" in path for path in paths):
-        return [_interleaved_frames(_shard_record(path)) for path in paths]
+        return [function(path) for path in paths]
     with concurrent.futures.ThreadPoolExecutor(32) as pool:
-        return [_interleaved_frames(record) for record in pool.map(_shard_record, paths)]
+        return list(pool.map(function, paths))
+
+
+def _interleaved_counts(paths):
+    """`_interleaved_frames` of each shard's record."""
+    return [_interleaved_frames(record) for record in map_paths(_shard_record, paths)]
 
 
 def _interleaved_frames(record):
