@@ -144,7 +144,13 @@ def evaluate_workdir(workdir, data_dir=None, split="val", frame_stride=1, reuse=
     pattern = held_out_pattern(config, workdir, data_dir, split)
     out_dir = split_dir(os.path.join(workdir, "evaluation"), split, frame_stride)
     weights = final_weights(workdir)
-    key = evaluation_key(weights, pattern, frame_stride)
+    try:
+        key = evaluation_key(weights, pattern, frame_stride)
+    except FileNotFoundError as error:
+        if data_dir or not config.data_dir:
+            raise
+        raise FileNotFoundError(f"{error}: the data_dir that {os.path.join(workdir, 'config.json')} records; if its "
+                                "shards are elsewhere now, name them with --data_dir") from None  # fmt: skip
     if reuse and (finished := _finished_evaluation(out_dir, key)):
         return finished
     model = trained_model(config, weights)

@@ -159,6 +159,11 @@ def test_a_moved_study_dir_reuses_its_runs_and_their_evaluations(tiny_study, tmp
     for name in results:
         assert config_lib.load(str(moved / "runs" / name / "config.json")).data_dir == str(moved / "data" / "records")
     assert json.loads((moved / "pose2d" / "results.json").read_text())["held_out"].startswith(str(moved))
+    run = moved / "runs" / "pose2d"
+    gone = config_lib.load(str(run / "config.json"))
+    config_lib.save(dataclasses.replace(gone, data_dir=str(tmp_path / "gone")), str(run / "config.json"))
+    with pytest.raises(FileNotFoundError, match="records; if its shards are elsewhere now, name them with --data_dir"):
+        evaluate_workdir(str(run))
 
 
 def test_all_trains_every_combination_and_tables_those_with_the_target(tiny_study, tmp_path, monkeypatch):
