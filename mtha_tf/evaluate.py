@@ -147,10 +147,13 @@ def evaluate_workdir(workdir, data_dir=None, split="val", frame_stride=1, reuse=
     try:
         key = evaluation_key(weights, pattern, frame_stride)
     except FileNotFoundError as error:
-        if data_dir or not config.data_dir:
+        if config.data_dir and not data_dir:
+            hint = f"the data_dir that {os.path.join(workdir, 'config.json')} records; if its shards are elsewhere now"
+        elif not (config.data_dir or data_dir) and split == "test":
+            hint = "the run's embedded data, which has no test split; for SURREAL's, converted by data_prep.surreal"
+        else:
             raise
-        raise FileNotFoundError(f"{error}: the data_dir that {os.path.join(workdir, 'config.json')} records; if its "
-                                "shards are elsewhere now, name them with --data_dir") from None  # fmt: skip
+        raise FileNotFoundError(f"{error}: {hint}, name them with --data_dir") from None
     if reuse and (finished := _finished_evaluation(out_dir, key)):
         return finished
     model = trained_model(config, weights)
