@@ -11,11 +11,19 @@ from mtha_tf import atomic_files
 # For each task: the per-part entry of the results, how it is named in the table, and whether higher is better.
 TABLES = {
     "pose2d": ("pckh_per_joint", "PCKh@0.5 (%)", True),
-    "segmentation": ("iou_per_part", "IoU", True),
+    "segmentation": ("iou_per_part", "IoU (%)", True),
     "depth": ("rmse_mm_per_part", "RMSE (mm)", False),
     "pose3d": ("mjd_mm_per_joint", "MJD (mm)", False),
 }
 SUMMARY = {"pose2d": "pckh", "segmentation": "mean_iou_parts", "depth": "rmse_mm", "pose3d": "mjd_mm"}
+# The results hold IoU as a fraction (SURREAL's code, metrics.json); the tables show it in percent, as the paper's
+# Table I: two decimals of a fraction showed 0.67 and 0.68 where the paper's combinations differ by tenths of a point.
+IN_PERCENT = ("segmentation",)
+
+
+def shown(task, value):
+    """A result of `task` in the unit its table shows."""
+    return 100.0 * value if task in IN_PERCENT and value is not None else value
 
 
 def _is_number(value):
@@ -61,7 +69,7 @@ def table_rows(task, columns):
     lines = [(part, lambda r, part=part: r[key].get(part, math.nan)) for part in parts] + list(SUMMARY_ROWS[task])
     rows = []
     for name, value_of in lines:
-        values = [value_of(columns[n][task]) for n in names]
+        values = [shown(task, value_of(columns[n][task])) for n in names]
         finite = [v for v in values if _is_number(v)]
         best = (max if higher_better else min)(finite) if finite else None
         cells = [(f"{v:.2f}" if _is_number(v) else "nan") + ("*" if len(names) > 1 and v == best else "")

@@ -86,11 +86,12 @@ def _read_json(path):
 
 
 def improvement_per_part(single, multi, task):
-    """{part: gain of `multi` over `single`} for one task's results, positive = better (paper Fig. 4)."""
+    """{part: gain of `multi` over `single`} for one task's results in its table's unit, positive = better (paper
+    Fig. 4)."""
     key, _, higher_better = report.TABLES[task]
     sign = 1.0 if higher_better else -1.0
     left_out = ("background", *report.LEFT_OUT.get(task, ()))  # and the pelvis: 0 mm in every 3D model
-    return {part: sign * (multi[task][key][part] - value) for part, value in single[task][key].items()
+    return {part: sign * report.shown(task, multi[task][key][part] - value) for part, value in single[task][key].items()
             if part not in left_out}  # fmt: skip
 
 
