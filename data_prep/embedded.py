@@ -1,5 +1,6 @@
 """The embedded default data: synthetic SURREAL-format clips, generated once, converted to TFRecords, cached."""
 
+import contextlib
 import os
 
 from data_prep import surreal as converter
@@ -16,6 +17,25 @@ def prepare(root, train_clips, val_clips, num_frames, frame_stride, seed=0, num_
     Clips already on disk and shards already converted are kept, so a second call costs nothing. Training and
     held-out clips come from different seeds (different people, motions, backgrounds and cameras).
     """
+    with _prepared_alone(root):
+        return _prepare(root, train_clips, val_clips, num_frames, frame_stride, seed, num_workers)
+
+
+@contextlib.contextmanager
+def _prepared_alone(root):
+    """Holds `root` while this process prepares it (an exclusive flock on `root/.prepare.lock`): processes started at
+    once on one study dir (the four targets' studies, one per GPU) would write the same temporary files; the later
+    ones wait, then find everything made. Without fcntl or file locks, unheld."""
+    os.makedirs(root, exist_ok=True)
+    with open(os.path.join(root, ".prepare.lock"), "a+") as lock:
+        with contextlib.suppress(ImportError, OSError):
+            import fcntl
+
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        yield
+
+
+def _prepare(root, train_clips, val_clips, num_frames, frame_stride, seed, num_workers):
     num_workers = num_workers or os.cpu_count() or 1
     if (train_clips + val_clips) * num_frames < FRAMES_WORTH_A_WORKER:
         num_workers = 1

@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from mtha_tf import atomic_files
+from mtha_tf import atomic_files, surreal
 
 # For each task: the per-part entry of the results, how it is named in the table, and whether higher is better.
 TABLES = {
@@ -16,6 +16,10 @@ TABLES = {
     "pose3d": ("mjd_mm_per_joint", "MJD (mm)", False),
 }
 SUMMARY = {"pose2d": "pckh", "segmentation": "mean_iou_parts", "depth": "rmse_mm", "pose3d": "mjd_mm"}
+# Each table's rows in the paper's order. Not the order of the results' dicts: an evaluation read back from its
+# results.json (the study reuses them) has its keys sorted, and the tables came out alphabetical.
+ROWS = {"pose2d": surreal.MPII_JOINT_NAMES, "segmentation": surreal.PART_NAMES, "depth": surreal.PART_NAMES,
+        "pose3d": surreal.MPII_JOINT_NAMES}  # fmt: skip
 # The results hold IoU as a fraction (SURREAL's code, metrics.json); the tables show it in percent, as the paper's
 # Table I: two decimals of a fraction showed 0.67 and 0.68 where the paper's combinations differ by tenths of a point.
 IN_PERCENT = ("segmentation",)
@@ -65,7 +69,7 @@ def table_rows(task, columns):
     part or joint, then the summary rows (SUMMARY_ROWS); the best value of each row is marked with '*'."""
     key, label, higher_better = TABLES[task]
     names = list(columns)
-    parts = [p for p in next(iter(columns.values()))[task][key] if p not in LEFT_OUT.get(task, ())]
+    parts = [p for p in ROWS[task] if p not in LEFT_OUT.get(task, ())]
     lines = [(part, lambda r, part=part: r[key].get(part, math.nan)) for part in parts] + list(SUMMARY_ROWS[task])
     rows = []
     for name, value_of in lines:

@@ -85,14 +85,29 @@ def _read_json(path):
         return json.load(f)
 
 
+def train_combinations(runs, study_dir):
+    """Trains (or reuses) each run {name: config} in `study_dir/runs/<name>`; returns the names of those another
+    process is training. The four targets' studies share runs: started at once in one study dir (one per GPU), each
+    trains what no other is training and waits for the rest at the end rather than stopping at the first one held."""
+    held = []
+    for name, config in runs.items():
+        try:
+            train_combination(config, os.path.join(study_dir, "runs", name))
+        except trainer.WorkDirHeld as error:
+            print(f"note: {error.folder} is being trained by {error.holder}; the study trains its other combinations "
+                  "first, then waits for it", file=sys.stderr)  # fmt: skip
+            held.append(name)
+    return held
+
+
 def improvement_per_part(single, multi, task):
     """{part: gain of `multi` over `single`} for one task's results in its table's unit, positive = better (paper
     Fig. 4)."""
     key, _, higher_better = report.TABLES[task]
     sign = 1.0 if higher_better else -1.0
     left_out = ("background", *report.LEFT_OUT.get(task, ()))  # and the pelvis: 0 mm in every 3D model
-    return {part: sign * report.shown(task, multi[task][key][part] - value) for part, value in single[task][key].items()
-            if part not in left_out}  # fmt: skip
+    return {part: sign * report.shown(task, multi[task][key][part] - single[task][key][part])
+            for part in report.ROWS[task] if part in single[task][key] and part not in left_out}  # fmt: skip
 
 
 def best_multi_task(results, target_task):
@@ -137,13 +152,16 @@ def run_study(target_task, which, base_config, study_dir, split="val", frame_str
     data_dir = _shared_data_dir(base_config, study_dir)
     held_out = evaluate.held_out_pattern(base_config, study_dir, data_dir, split)
     require_examples(held_out)  # FileNotFoundError now, not after training every combination
+    runs = {run_name(c): dataclasses.replace(base_config, tasks=",".join(c), data_dir=data_dir)
+            for c in combinations(target_task, which)}  # fmt: skip
+    held = train_combinations(runs, study_dir)
     results, per_frame = {}, {}
-    for task_names in combinations(target_task, which):
-        name = run_name(task_names)
+    for name, config in runs.items():
         workdir = os.path.join(study_dir, "runs", name)
-        config = dataclasses.replace(base_config, tasks=",".join(task_names), data_dir=data_dir)
-        train_combination(config, workdir)
-        if target_task in task_names:
+        while name in held:  # being trained by another study or train.py: its result, once that process is done
+            trainer.wait_until_released(workdir)
+            held = train_combinations({name: config}, study_dir)  # empty unless a third process took it meanwhile
+        if target_task in config.task_names():
             results[name], per_frame[name] = evaluate.evaluate_workdir(
                 workdir, data_dir, split, frame_stride, reuse=reuse, batch_size=base_config.eval_batch_size
             )
@@ -184,9 +202,10 @@ def main(argv):
     except (trainer.TrainingFailed, config_lib.ConfigError, FileNotFoundError, OtherConversion) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    key = report.SUMMARY[values.target_task]
+    task = values.target_task
+    key, unit = report.SUMMARY[task], " (%)" if task in report.IN_PERCENT else ""  # the tables' unit
     for name, result in results.items():
-        print(f"{name:40s} {values.target_task} {key}: {result[values.target_task][key]:.2f}")
+        print(f"{name:40s} {task} {key}{unit}: {report.shown(task, result[task][key]):.2f}")
     out_dir = evaluate.split_dir(os.path.join(values.study_dir, values.target_task), values.split, values.frame_stride)
     best = best_multi_task(results, values.target_task)
     if best:

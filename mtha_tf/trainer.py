@@ -26,6 +26,15 @@ class TrainingFailed(RuntimeError):
     says why."""
 
 
+class WorkDirHeld(TrainingFailed):
+    """Another process, `holder`, is training the work dir `folder` (`held_alone`)."""
+
+    def __init__(self, folder, holder):
+        super().__init__(f"{folder} is being trained by {holder}; wait for it to end (or stop it), or use another "
+                         "--workdir")  # fmt: skip
+        self.folder, self.holder = folder, holder
+
+
 def cluster_config():
     """TF_CONFIG as a dict ({} when unset), checked: a cluster's launcher that sets it wrong gets an error naming the
     variable and what is wrong, not a traceback from deep in tf.distribute."""
@@ -185,8 +194,7 @@ def held_alone(folder):
         except BlockingIOError:
             lock.seek(0)
             holder = lock.read().strip() or "another process"
-            raise TrainingFailed(f"{folder} is being trained by {holder}; wait for it to end (or stop it), or use "
-                                 "another --workdir") from None  # fmt: skip
+            raise WorkDirHeld(folder, holder) from None
         except OSError:  # a file system without locks (some FUSE mounts): trains unheld, as before
             yield
             return
@@ -194,6 +202,19 @@ def held_alone(folder):
         lock.write(f"process {os.getpid()} on {socket.gethostname()}\n")
         lock.flush()
         yield
+
+
+def wait_until_released(folder):
+    """Returns once no process holds `folder` (`held_alone`), at once if none does or locks are unavailable."""
+    try:
+        import fcntl
+    except ImportError:
+        return
+    try:
+        with open(os.path.join(folder, ".train.lock"), "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_SH)  # blocks while a training process holds it exclusively
+    except OSError:  # no lock file possible, or a file system without locks: nothing to wait for
+        return
 
 
 def train(config, workdir, verbose=1):

@@ -1,5 +1,6 @@
 """SURREAL -> TFRecord: round trip through `parse_example`, real `_info.mat` files, sharding, resume, bad input."""
 
+import glob
 import json
 import pathlib
 import shutil
@@ -221,6 +222,26 @@ def test_flags_that_would_convert_nothing_are_refused(tmp_path, flag, words):
     )  # fmt: skip
     assert result.returncode != 0 and words in result.stderr, result.stderr[-2000:]
     assert not (tmp_path / "out").exists()
+
+
+def test_embedded_data_prepared_by_another_process_is_waited_for(tmp_path):
+    """Studies started at once on one study dir prepare the same embedded data: they wrote the same temporary files
+    (a clip half-written by two processes, a rename whose file the other had moved). The later one waits for the
+    earlier, then finds the data made."""
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import time; from data_prep import embedded\n"
+        f"with embedded._prepared_alone({str(tmp_path)!r}):\n"
+        "    print('held', flush=True); time.sleep(1.5)\n"
+        f"    open({str(tmp_path / 'released')!r}, 'w').close()"
+    )], cwd=REPO, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        train, _ = embedded.prepare(str(tmp_path), train_clips=1, val_clips=1, num_frames=2, frame_stride=1)
+        assert (tmp_path / "released").exists(), "prepared while another process held the data"
+        assert glob.glob(train)
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_embedded_data_of_other_settings_is_named(tmp_path):

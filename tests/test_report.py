@@ -1,5 +1,6 @@
 """The tables are laid out as the paper's Tables I-IV: its rows, and its means computed from its own columns."""
 
+import json
 import math
 
 import pytest
@@ -63,6 +64,16 @@ def test_tables_have_the_papers_rows_and_reproduce_its_means(task, rows, means):
     if task == "segmentation":  # the paper's digits, not 0.98 for every close value
         assert table[0][1:] == ["98.03*", "98.03*"] and table[1][1] == "74.37*"
     assert all(row[1].endswith("*") and row[2].endswith("*") for row in table), "ties are both best"
+
+
+@pytest.mark.parametrize("task", list(report.TABLES))
+def test_rows_keep_the_papers_order_in_results_read_back_from_json(task):
+    """json.dump(sort_keys=True) sorts each per-part dict: a study's reused evaluations made alphabetical tables."""
+    read_back = json.loads(json.dumps(_paper_column(), sort_keys=True))
+    assert list(read_back[task][report.TABLES[task][0]]) == sorted(read_back[task][report.TABLES[task][0]])
+    _, fresh = report.table_rows(task, {"a": _paper_column()})
+    _, reused = report.table_rows(task, {"a": read_back})
+    assert reused == fresh and [row[0] for row in reused[:2]] == list(report.ROWS[task][:2])
 
 
 def test_segmentation_gains_are_in_points_of_iou():

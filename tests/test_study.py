@@ -31,10 +31,13 @@ def test_the_paper_combinations():
 
 
 def test_improvement_is_positive_when_the_multi_task_model_is_better():
-    single = {"depth": {"rmse_mm_per_part": {"head": 100.0, "torso": 50.0}}, "pose2d": {"pckh_per_joint": {"a": 80.0}}}
-    multi = {"depth": {"rmse_mm_per_part": {"head": 90.0, "torso": 55.0}}, "pose2d": {"pckh_per_joint": {"a": 85.0}}}
-    assert study.improvement_per_part(single, multi, "depth") == {"head": 10.0, "torso": -5.0}
-    assert study.improvement_per_part(single, multi, "pose2d") == {"a": 5.0}
+    single = {"depth": {"rmse_mm_per_part": {"torso": 50.0, "head": 100.0}},
+              "pose2d": {"pckh_per_joint": {"head_top": 80.0}}}  # fmt: skip
+    multi = {"depth": {"rmse_mm_per_part": {"head": 90.0, "torso": 55.0}},
+             "pose2d": {"pckh_per_joint": {"head_top": 85.0}}}  # fmt: skip
+    gains = study.improvement_per_part(single, multi, "depth")
+    assert gains == {"head": 10.0, "torso": -5.0} and list(gains) == ["head", "torso"], "the paper's order"
+    assert study.improvement_per_part(single, multi, "pose2d") == {"head_top": 5.0}
     summaries = {"depth": {"depth": {"rmse_mm": 80.0}}, "depth+pose2d": {"depth": {"rmse_mm": 70.0}},
                  "segmentation+depth": {"depth": {"rmse_mm": 75.0}}}  # fmt: skip
     assert study.best_multi_task(summaries, "depth") == "depth+pose2d"
@@ -213,6 +216,37 @@ def test_a_relative_study_dir_records_its_data_absolute(tmp_path, monkeypatch):
     assert config.data_dir == str(tmp_path / "study" / "data" / "records") and workdir == "study/runs/pose2d"
     recorded_relative = dataclasses.replace(config, data_dir="study/data/records")
     assert config_lib.training_differences(recorded_relative, config) == []
+
+
+def test_a_combination_another_process_trains_is_waited_for_after_the_others(tmp_path, monkeypatch, capsys):
+    """The four targets' studies started at once in one study dir (one per GPU) share combinations: one that another
+    process is training stopped the whole study. It now trains the others first, then waits for that process and
+    tabulates the run it finished (or resumes it, if that process died)."""
+    calls, held_once = [], {"pose2d"}
+
+    def train_combination(config, workdir):
+        name = os.path.basename(workdir)
+        calls.append(("train", name))
+        if name in held_once:
+            held_once.discard(name)
+            raise trainer.WorkDirHeld(workdir, "process 4242 on host")
+
+    monkeypatch.setattr(study, "train_combination", train_combination)
+    monkeypatch.setattr(trainer, "wait_until_released", lambda folder: calls.append(("wait", os.path.basename(folder))))
+    evaluated = []
+
+    def evaluate_workdir(workdir, data_dir, split, frame_stride, reuse, batch_size):
+        evaluated.append(os.path.basename(workdir))
+        return {"pose2d": {"pckh": 50.0, "pckh_per_joint": {"head_top": 50.0}}}, {"pose2d": []}
+
+    monkeypatch.setattr(study.evaluate, "evaluate_workdir", evaluate_workdir)
+    monkeypatch.setattr(study.report, "write_tables", lambda results, out_dir, tasks: os.makedirs(out_dir))
+    monkeypatch.setattr(study.report, "plot_success_rates", lambda *args: None)
+    study.run_study("pose2d", "pose2d;pose2d,segmentation", config_lib.make_config("tiny"), str(tmp_path))
+    assert calls == [("train", "pose2d"), ("train", "pose2d+segmentation"), ("wait", "pose2d"), ("train", "pose2d")]
+    assert evaluated == ["pose2d", "pose2d+segmentation"], "the table's columns in the combinations' order"
+    assert (f"note: {tmp_path}/runs/pose2d is being trained by process 4242 on host; the study trains its other "
+            "combinations first, then waits for it") in capsys.readouterr().err  # fmt: skip
 
 
 def test_a_study_dir_at_a_url_is_refused_before_anything_is_written(tmp_path, monkeypatch):

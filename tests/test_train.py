@@ -296,6 +296,19 @@ def test_a_work_dir_being_trained_is_refused_to_a_second_process(tmp_path):
         holder.wait()
     with trainer.held_alone(str(workdir)):  # free again once the holder is gone (killed)
         pass
+    # A study waits for a combination another process trains: wait_until_released returns once the holder lets go.
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import time; from mtha_tf.trainer import held_alone\n"
+        f"with held_alone({str(workdir)!r}):\n    print('held', flush=True); time.sleep(1.5)\n"
+        f"    open({str(tmp_path / 'released')!r}, 'w').close()"
+    )], cwd=REPO, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        trainer.wait_until_released(str(workdir))
+        assert (tmp_path / "released").exists(), "returned while the work dir was held"
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_a_work_dir_on_a_file_system_without_locks_trains_unheld(tmp_path, monkeypatch):
