@@ -160,7 +160,8 @@ def run_study(target_task, which, base_config, study_dir, split="val", frame_str
         workdir = os.path.join(study_dir, "runs", name)
         while name in held:  # being trained by another study or train.py: its result, once that process is done
             trainer.wait_until_released(workdir)
-            held = train_combinations({name: config}, study_dir)  # empty unless a third process took it meanwhile
+            if not train_combinations({name: config}, study_dir):  # held again if a third process took it meanwhile
+                held.remove(name)
         if target_task in config.task_names():
             results[name], per_frame[name] = evaluate.evaluate_workdir(
                 workdir, data_dir, split, frame_stride, reuse=reuse, batch_size=base_config.eval_batch_size

@@ -222,7 +222,7 @@ def test_a_combination_another_process_trains_is_waited_for_after_the_others(tmp
     """The four targets' studies started at once in one study dir (one per GPU) share combinations: one that another
     process is training stopped the whole study. It now trains the others first, then waits for that process and
     tabulates the run it finished (or resumes it, if that process died)."""
-    calls, held_once = [], {"pose2d"}
+    calls, held_once = [], {"pose2d", "pose2d+segmentation"}
 
     def train_combination(config, workdir):
         name = os.path.basename(workdir)
@@ -242,9 +242,11 @@ def test_a_combination_another_process_trains_is_waited_for_after_the_others(tmp
     monkeypatch.setattr(study.evaluate, "evaluate_workdir", evaluate_workdir)
     monkeypatch.setattr(study.report, "write_tables", lambda results, out_dir, tasks: os.makedirs(out_dir))
     monkeypatch.setattr(study.report, "plot_success_rates", lambda *args: None)
-    study.run_study("pose2d", "pose2d;pose2d,segmentation", config_lib.make_config("tiny"), str(tmp_path))
-    assert calls == [("train", "pose2d"), ("train", "pose2d+segmentation"), ("wait", "pose2d"), ("train", "pose2d")]
-    assert evaluated == ["pose2d", "pose2d+segmentation"], "the table's columns in the combinations' order"
+    study.run_study("pose2d", "pose2d;pose2d,segmentation;pose2d,depth", config_lib.make_config("tiny"), str(tmp_path))
+    assert calls == [("train", "pose2d"), ("train", "pose2d+segmentation"), ("train", "pose2d+depth"),
+                     ("wait", "pose2d"), ("train", "pose2d"), ("wait", "pose2d+segmentation"),
+                     ("train", "pose2d+segmentation")]  # fmt: skip
+    assert evaluated == ["pose2d", "pose2d+segmentation", "pose2d+depth"], "the columns in the combinations' order"
     assert (f"note: {tmp_path}/runs/pose2d is being trained by process 4242 on host; the study trains its other "
             "combinations first, then waits for it") in capsys.readouterr().err  # fmt: skip
 
