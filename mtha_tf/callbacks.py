@@ -10,6 +10,11 @@ from mtha_tf import evaluation, tasks, visualize
 from mtha_tf.targets import make_codecs
 
 
+def non_finite_losses(logs):
+    """The loss entries of a batch's or an epoch's logs that are NaN or infinite, sorted."""
+    return sorted(k for k, v in (logs or {}).items() if "loss" in k and not math.isfinite(float(v)))
+
+
 def flatten_metrics(results, prefix="val"):
     """{"pose2d": {"pckh": 80.1, ...}} -> {"val_pose2d_pckh": 80.1, ...}: scalars only."""
     flat = {}
@@ -39,6 +44,8 @@ class EvaluationCallback(keras.callbacks.Callback):
         self.forward = self.forward or evaluation.forward_function(model)
 
     def on_epoch_end(self, epoch, logs=None):
+        if non_finite_losses(logs):  # TerminateOnNaN stopped the epoch: the weights are not worth minutes of evaluation
+            return
         self.last_results, _ = evaluation.evaluate(
             self.forward, self.file_pattern, self.tasks, self.batch_size, self.input_size, self.frame_stride
         )
@@ -78,7 +85,7 @@ class PredictionImages(keras.callbacks.Callback):
         self.codecs = make_codecs(batch.shape[1] // 4)
 
     def on_epoch_end(self, epoch, logs=None):
-        if epoch % self.every:
+        if epoch % self.every or non_finite_losses(logs):
             return
         rows = visualize.prediction_rows(self.images, self.forward(self.images), self.codecs)
         # Under fit(), Keras' TensorBoard callback keeps a record_if of its own in force (see TensorBoard above).
@@ -95,11 +102,10 @@ class TerminateOnNaN(keras.callbacks.Callback):
         self.message = None
 
     def on_train_batch_end(self, batch, logs=None):
-        logs = logs or {}
-        bad = sorted(k for k, v in logs.items() if "loss" in k and not math.isfinite(float(v)))
-        if bad:
+        if bad := non_finite_losses(logs):
             self.message = (
-                f"training stopped at batch {batch}: non-finite loss in {', '.join(bad)}. Lower --learning_rate, "
+                f"training stopped at batch {batch}: non-finite loss in {', '.join(bad)}; the work dir keeps the "
+                "checkpoint of the last finished epoch, not this one. Lower --learning_rate (in a new --workdir), "
                 "check the data (python -m data_prep.surreal writes a manifest), or try without --mixed_precision."
             )
             print(f"\n{self.message}", flush=True)

@@ -14,7 +14,7 @@ import tensorflow as tf
 from mtha_tf import atomic_files, cpu_runtime, losses, training_data
 from mtha_tf import config as config_lib
 from mtha_tf.absl_logs import without_info_logs
-from mtha_tf.callbacks import EvaluationCallback, PredictionImages, TensorBoard, TerminateOnNaN
+from mtha_tf.callbacks import EvaluationCallback, PredictionImages, TensorBoard, TerminateOnNaN, non_finite_losses
 from mtha_tf.data.pipeline import make_dataset, naming_corrupt_files
 from mtha_tf.evaluation import evaluate, forward_function, headline
 from mtha_tf.fused_rmsprop import FusedRMSprop
@@ -145,7 +145,9 @@ def build_before_fit(model, strategy, dataset):
 
 class EpochCheckpoint(keras.callbacks.Callback):
     """Saves weights, optimizer state and the epoch at every epoch end with tf.train.Checkpoint (written under a
-    temporary name and committed atomically, so a SIGKILL at any moment leaves the last complete checkpoint)."""
+    temporary name and committed atomically, so a SIGKILL at any moment leaves the last complete checkpoint). An epoch
+    that TerminateOnNaN stopped is not saved: Keras ends the stopped epoch as any other, and its checkpoint of
+    non-finite weights became the one a rerun resumed from."""
 
     def __init__(self, directory, model, max_to_keep=2):
         super().__init__()
@@ -161,6 +163,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
         return int(self.epoch.numpy())
 
     def on_epoch_end(self, epoch, logs=None):
+        if non_finite_losses(logs):
+            return
         self.epoch.assign(epoch + 1)
         with without_info_logs():
             self.manager.save(checkpoint_number=epoch + 1)

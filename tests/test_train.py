@@ -16,8 +16,8 @@ import pytest
 import tensorflow as tf
 
 from mtha_tf import config as config_lib
-from mtha_tf import evaluate, losses, trainer
-from mtha_tf.callbacks import TensorBoard, TerminateOnNaN
+from mtha_tf import evaluate, evaluation, losses, trainer
+from mtha_tf.callbacks import EvaluationCallback, TensorBoard, TerminateOnNaN
 from tests.conftest import REPO, random_batch
 
 TINY_RUN = ["--preset=tiny", "--epochs=3", "--steps_per_epoch=2"]
@@ -149,6 +149,21 @@ def test_tensorboard_numbers_a_resumed_runs_batches_after_the_restored_step_and_
     board.on_train_end()
     assert sorted(_summaries(tmp_path / "train", "batch_loss")) == [7, 8]
     assert list(_summaries(tmp_path / "validation", "epoch_pose2d_pckh")) == [2]
+
+
+def test_an_epoch_stopped_by_a_nan_loss_is_neither_saved_nor_evaluated(tmp_path, monkeypatch):
+    """Keras ends an epoch that TerminateOnNaN stopped like any other: its checkpoint of non-finite weights became the
+    one a rerun resumed from (diverging again at once), and it was evaluated (minutes on SURREAL's val split)."""
+    model = trainer.compile_model(config_lib.make_config("tiny", tasks="pose2d"))
+    checkpoint = trainer.EpochCheckpoint(str(tmp_path), model)
+    checkpoint.set_model(model)
+    checkpoint.on_epoch_end(0, {"loss": 0.5, "pose2d_loss": 0.5})
+    checkpoint.on_epoch_end(1, {"loss": float("nan"), "pose2d_loss": float("inf")})
+    assert checkpoint.manager.latest_checkpoint.endswith("ckpt-1") and checkpoint.restore() == 1
+    monkeypatch.setattr(evaluation, "evaluate", lambda *args: pytest.fail("a diverged model was evaluated"))
+    held_out = EvaluationCallback("unused-*.tfrecord", "pose2d", 2, 64, forward=lambda images: images)
+    held_out.on_epoch_end(1, {"loss": float("nan")})
+    assert held_out.last_results is None
 
 
 def test_a_nan_loss_stops_training_with_a_clear_message():
