@@ -65,15 +65,20 @@ def _shared_data_dir(config, study_dir):
     return os.path.abspath(os.path.dirname(train_pattern))
 
 
+def check_combination(config, workdir):
+    """TrainingFailed unless `workdir` is new or holds a run of `config` (its shards possibly at another path)."""
+    same_data = functools.partial(training_data.same_shards, workdir, config.data_dir)
+    if why := config_lib.differing_run(os.path.join(workdir, "config.json"), config, same_data):
+        raise trainer.TrainingFailed(f"{why}; use a new --study_dir for this one")
+
+
 def train_combination(config, workdir):
     """Trains unless `workdir` already holds a finished run of the same config (an unfinished one resumes, a finished
     one with fewer epochs trains on). A finished run whose shards are now at `config.data_dir` (the study dir moved,
     or copied from a cluster) records that path."""
-    config_path = os.path.join(workdir, "config.json")
-    same_data = functools.partial(training_data.same_shards, workdir, config.data_dir)
-    if why := config_lib.differing_run(config_path, config, same_data):
-        raise trainer.TrainingFailed(f"{why}; use a new --study_dir for this one")
+    check_combination(config, workdir)
     metrics_path = os.path.join(workdir, "metrics.json")  # written last: the epochs of the last finished training
+    config_path = os.path.join(workdir, "config.json")
     if not os.path.exists(metrics_path) or _read_json(metrics_path).get("epochs") != config.epochs:
         trainer.train(config, workdir)
     elif (saved := config_lib.load(config_path)).data_dir != config.data_dir:
@@ -85,19 +90,34 @@ def _read_json(path):
         return json.load(f)
 
 
-def train_combinations(runs, study_dir):
-    """Trains (or reuses) each run {name: config} in `study_dir/runs/<name>`; returns the names of those another
-    process is training. The four targets' studies share runs: started at once in one study dir (one per GPU), each
-    trains what no other is training and waits for the rest at the end rather than stopping at the first one held."""
-    held = []
+def train_all(runs, study_dir):
+    """Trains (or reuses) every run {name: config} in `study_dir/runs/<name>`, each run dir checked before any trains.
+    A combination another process is training (the four targets' studies started at once in one study dir, one per
+    GPU, share runs) is left to it and waited for after the others; one whose training fails (a non-finite loss) does
+    not stop the others, which may take days at paper scale: TrainingFailed naming every failed one at the end."""
     for name, config in runs.items():
-        try:
-            train_combination(config, os.path.join(study_dir, "runs", name))
-        except trainer.WorkDirHeld as error:
-            print(f"note: {error.folder} is being trained by {error.holder}; the study trains its other combinations "
-                  "first, then waits for it", file=sys.stderr)  # fmt: skip
-            held.append(name)
-    return held
+        check_combination(config, os.path.join(study_dir, "runs", name))
+    pending, failed, waiting = list(runs), {}, False
+    while pending:
+        held = []
+        for name in pending:
+            workdir = os.path.join(study_dir, "runs", name)
+            if waiting:
+                trainer.wait_until_released(workdir)
+            try:
+                train_combination(runs[name], workdir)
+            except trainer.WorkDirHeld as error:  # again, after the wait, if a third process took it meanwhile
+                print(f"note: {error.folder} is being trained by {error.holder}; the study trains its other "
+                      "combinations first, then waits for it", file=sys.stderr)  # fmt: skip
+                held.append(name)
+            except trainer.TrainingFailed as error:
+                print(f"error: {name}: {error}; the study goes on with its other combinations", file=sys.stderr)
+                failed[name] = error
+        pending, waiting = held, True
+    if failed:
+        names = ", ".join(failed)
+        raise trainer.TrainingFailed(f"{len(failed)} of {len(runs)} combinations failed ({names}: see above); the "
+                                     "others are trained, and the study reuses them when run again")  # fmt: skip
 
 
 def improvement_per_part(single, multi, task):
@@ -154,17 +174,17 @@ def run_study(target_task, which, base_config, study_dir, split="val", frame_str
     require_examples(held_out)  # FileNotFoundError now, not after training every combination
     runs = {run_name(c): dataclasses.replace(base_config, tasks=",".join(c), data_dir=data_dir)
             for c in combinations(target_task, which)}  # fmt: skip
-    held = train_combinations(runs, study_dir)
+    train_all(runs, study_dir)
     results, per_frame = {}, {}
     for name, config in runs.items():
-        workdir = os.path.join(study_dir, "runs", name)
-        while name in held:  # being trained by another study or train.py: its result, once that process is done
-            trainer.wait_until_released(workdir)
-            if not train_combinations({name: config}, study_dir):  # held again if a third process took it meanwhile
-                held.remove(name)
         if target_task in config.task_names():
             results[name], per_frame[name] = evaluate.evaluate_workdir(
-                workdir, data_dir, split, frame_stride, reuse=reuse, batch_size=base_config.eval_batch_size
+                os.path.join(study_dir, "runs", name),
+                data_dir,
+                split,
+                frame_stride,
+                reuse=reuse,
+                batch_size=base_config.eval_batch_size,
             )
 
     out_dir = evaluate.split_dir(os.path.join(study_dir, target_task), split, frame_stride)

@@ -251,6 +251,37 @@ def test_a_combination_another_process_trains_is_waited_for_after_the_others(tmp
             "combinations first, then waits for it") in capsys.readouterr().err  # fmt: skip
 
 
+def test_a_failed_combination_does_not_stop_the_others(tmp_path, monkeypatch, capsys):
+    """A combination that diverges (a non-finite loss) stopped the study, and the GPU idled until someone noticed; the
+    study now trains the others and then fails naming it. A run dir of another configuration still stops the study
+    before anything trains (it would mix two configurations in one study dir)."""
+    trained = []
+
+    def train_combination(config, workdir):
+        trained.append(os.path.basename(workdir))
+        if trained[-1] == "pose2d+segmentation":
+            raise trainer.TrainingFailed("training stopped at batch 3: non-finite loss in loss")
+
+    monkeypatch.setattr(study, "train_combination", train_combination)
+    monkeypatch.setattr(study.evaluate, "evaluate_workdir", lambda *args, **kwargs: pytest.fail("tabulated"))
+    config = config_lib.make_config("tiny")
+    which = "pose2d;pose2d,segmentation;pose2d,depth"
+    with pytest.raises(trainer.TrainingFailed, match=r"^1 of 3 combinations failed \(pose2d\+segmentation: see above"):
+        study.run_study("pose2d", which, config, str(tmp_path))
+    assert trained == ["pose2d", "pose2d+segmentation", "pose2d+depth"]
+    assert ("error: pose2d+segmentation: training stopped at batch 3: non-finite loss in loss; the study goes on with "
+            "its other combinations") in capsys.readouterr().err  # fmt: skip
+    trained.clear()
+    other = tmp_path / "runs" / "pose2d+depth"
+    other.mkdir(parents=True)
+    data_dir = str(tmp_path / "data" / "records")
+    config_lib.save(config_lib.make_config("tiny", tasks="pose2d,depth", data_dir=data_dir, seed=1),
+                    str(other / "config.json"))  # fmt: skip
+    with pytest.raises(trainer.TrainingFailed, match=r"depth/config.json describes another configuration \(seed"):
+        study.run_study("pose2d", which, config, str(tmp_path))
+    assert trained == [], "checked before any combination trained"
+
+
 def test_a_study_dir_at_a_url_is_refused_before_anything_is_written(tmp_path, monkeypatch):
     """os.makedirs("gs://bucket/study") made ./gs:/bucket/study, and the study's data and runs went there."""
     monkeypatch.chdir(tmp_path)
