@@ -58,6 +58,9 @@ def test_a_killed_run_resumes_from_its_last_epoch(killed_and_resumed):
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert 1 <= killed_at < 3, "the kill landed after the first saved epoch and before the end"
     assert f"Epoch {killed_at + 1}/3" in second.stdout and "Epoch 1/3" not in second.stdout
+    # Output to a pipe or file (a cluster job's log): a line per epoch, not the terminal's bar redrawn at every step.
+    assert "\r" not in second.stdout and "\x1b[" not in second.stdout
+    assert len([line for line in second.stdout.splitlines() if "/step - " in line]) == 3 - killed_at
     assert _checkpoint_epoch(workdir) == 3
     reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(workdir / "checkpoints")))
     iterations = [k for k in reader.get_variable_to_shape_map() if "iterations" in k]
