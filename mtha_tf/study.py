@@ -97,7 +97,7 @@ def train_all(runs, study_dir):
     not stop the others, which may take days at paper scale: TrainingFailed naming every failed one at the end."""
     for name, config in runs.items():
         check_combination(config, os.path.join(study_dir, "runs", name))
-    pending, failed, waiting = list(runs), {}, False
+    pending, failed, waiting = list(runs), [], False
     while pending:
         held = []
         for name in pending:
@@ -112,7 +112,7 @@ def train_all(runs, study_dir):
                 held.append(name)
             except trainer.TrainingFailed as error:
                 print(f"error: {name}: {error}; the study goes on with its other combinations", file=sys.stderr)
-                failed[name] = error
+                failed.append(name)
         pending, waiting = held, True
     if failed:
         names = ", ".join(failed)
