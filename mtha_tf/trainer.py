@@ -252,7 +252,8 @@ def train(config, workdir, verbose=None):
     with held_alone(own_dir):
         if chief:
             config_lib.save(config, os.path.join(workdir, "config.json"))
-            training_data.record_shards(config, workdir)
+            if note := training_data.record_shards(config, workdir):
+                print(note, file=sys.stderr)
         return _train_in(config, workdir, own_dir, strategy, verbose)
 
 

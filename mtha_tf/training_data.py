@@ -52,10 +52,27 @@ def _shards_of(data_dir):
     return {split: shards_digest(os.path.join(data_dir, f"{split}-*.tfrecord")) for split in ("train", "val")}
 
 
+def _recorded_shards(workdir):
+    try:
+        with open(shards_record_path(workdir)) as f:
+            return json.load(f)
+    except (OSError, ValueError):  # none (a new run, one from before the record), or damaged
+        return None
+
+
 def record_shards(config, workdir):
-    """Writes `shards_record_path(workdir)` for a run on `config.data_dir` (the embedded data lies in the work dir)."""
-    if config.data_dir:
-        atomic_files.write_json(shards_record_path(workdir), _shards_of(config.data_dir))
+    """Writes `shards_record_path(workdir)` for a run on `config.data_dir` (the embedded data lies in the work dir);
+    returns a note when the record it replaces was of other shards, else "": the data dir was converted again since
+    the run started, and its finished epochs were on other data."""
+    if not config.data_dir:
+        return ""
+    before, now = _recorded_shards(workdir), _shards_of(config.data_dir)
+    atomic_files.write_json(shards_record_path(workdir), now)
+    if before in (None, now):
+        return ""
+    return (f"note: {config.data_dir} holds other shards than this run recorded in {shards_record_path(workdir)} "
+            "(names or sizes; converted again?): it trains on with them, its finished epochs were on the earlier "
+            "ones")  # fmt: skip
 
 
 def same_shards(workdir, data_dir, recorded_data_dir):
@@ -66,12 +83,7 @@ def same_shards(workdir, data_dir, recorded_data_dir):
     if not (recorded_data_dir and data_dir):
         return False
     try:
-        with open(shards_record_path(workdir)) as f:
-            recorded = json.load(f)
-    except (OSError, ValueError):
-        recorded = None
-    try:
-        return (recorded or _shards_of(recorded_data_dir)) == _shards_of(data_dir)
+        return (_recorded_shards(workdir) or _shards_of(recorded_data_dir)) == _shards_of(data_dir)
     except FileNotFoundError:  # no shards, or part of a set, at either place
         return False
 

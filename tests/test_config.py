@@ -133,8 +133,9 @@ def test_a_run_knows_its_shards_at_another_path(records_dir, tmp_path):
     workdir.mkdir()
     config = config_lib.make_config("tiny", data_dir=str(records_dir))
     config_lib.save(config, str(workdir / "config.json"))
-    training_data.record_shards(config, str(workdir))
+    assert training_data.record_shards(config, str(workdir)) == ""
     assert set(json.loads((workdir / "shards.json").read_text())) == {"train", "val"}
+    assert training_data.record_shards(config, str(workdir)) == "", "the same shards again"
 
     def differing(data_dir):
         elsewhere = dataclasses.replace(config, data_dir=str(data_dir))
@@ -151,6 +152,14 @@ def test_a_run_knows_its_shards_at_another_path(records_dir, tmp_path):
     with open(other / "val-00000-of-00001.tfrecord", "ab") as shard:
         shard.write(b"\0")  # another conversion: a shard of another size
     assert f"(data_dir: {str(records_dir)!r} -> {str(other)!r})" in differing(other)
+    # The same path converted again: the run goes on (same config), saying its finished epochs were on other shards.
+    run_on_other, on_other = tmp_path / "run_on_other", dataclasses.replace(config, data_dir=str(other))
+    run_on_other.mkdir()
+    assert training_data.record_shards(on_other, str(run_on_other)) == ""
+    with open(other / "val-00000-of-00001.tfrecord", "ab") as shard:
+        shard.write(b"\0")
+    note = training_data.record_shards(on_other, str(run_on_other))
+    assert note.startswith(f"note: {other} holds other shards than this run recorded in ") and "again?" in note
     (moved / "train-00001-of-00002.tfrecord").unlink()  # part of a set
     assert "data_dir: " in differing(moved)
     (workdir / "shards.json").unlink()  # a run from before the record
