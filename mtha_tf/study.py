@@ -171,7 +171,13 @@ def run_study(target_task, which, base_config, study_dir, split="val", frame_str
         raise trainer.TrainingFailed(str(error)) from None
     data_dir = _shared_data_dir(base_config, study_dir)
     held_out = evaluate.held_out_pattern(base_config, study_dir, data_dir, split)
-    require_examples(held_out)  # FileNotFoundError now, not after training every combination
+    try:
+        require_examples(held_out)  # FileNotFoundError now, not after training every combination
+    except FileNotFoundError as error:
+        if base_config.data_dir or split != "test":
+            raise
+        raise FileNotFoundError(f"{error}: the study's embedded data has no test split; for SURREAL's, converted by "
+                                "data_prep.surreal, name it with --data_dir") from None  # fmt: skip
     runs = {run_name(c): dataclasses.replace(base_config, tasks=",".join(c), data_dir=data_dir)
             for c in combinations(target_task, which)}  # fmt: skip
     train_all(runs, study_dir)

@@ -294,8 +294,10 @@ def test_a_split_without_shards_fails_before_any_training(tiny_study, tmp_path, 
     study_dir, config, _ = tiny_study
     monkeypatch.setattr(study, "train_combination", lambda config, workdir: pytest.fail("trained before the check"))
     shared_data = config_lib.load(str(study_dir / "runs" / "pose2d" / "config.json")).data_dir
-    with pytest.raises(FileNotFoundError, match=r"test-\*\.tfrecord"):  # the embedded data has no test clips
+    with pytest.raises(FileNotFoundError, match=r"test-\*\.tfrecord'$"):  # the embedded data has no test clips
         study.run_study("pose2d", "pose2d", dataclasses.replace(config, data_dir=shared_data), str(tmp_path), "test")
+    with pytest.raises(FileNotFoundError, match=r"tfrecord': the study's embedded data has no test split; for SURREAL"):
+        study.run_study("pose2d", "pose2d", config, str(tmp_path / "embedded"), "test")
 
 
 def test_a_study_under_tf_config_says_how_to_train_its_combinations_on_a_cluster(tmp_path, monkeypatch):
