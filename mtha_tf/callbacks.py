@@ -1,4 +1,5 @@
-"""Keras callbacks: held-out evaluation into the logs, TensorBoard summaries and prediction images, a NaN guard."""
+"""Keras callbacks: held-out evaluation into the logs, TensorBoard summaries and prediction images, a NaN guard,
+the epoch checkpoints."""
 
 import math
 
@@ -7,6 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from mtha_tf import evaluation, tasks, visualize
+from mtha_tf.absl_logs import without_info_logs
 from mtha_tf.targets import make_codecs
 
 
@@ -110,3 +112,30 @@ class TerminateOnNaN(keras.callbacks.Callback):
             )
             print(f"\n{self.message}", flush=True)
             self.model.stop_training = True
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """Saves weights, optimizer state and the epoch at every epoch end with tf.train.Checkpoint (written under a
+    temporary name and committed atomically, so a SIGKILL at any moment leaves the last complete checkpoint). An epoch
+    that TerminateOnNaN stopped is not saved: Keras ends the stopped epoch as any other, and its checkpoint of
+    non-finite weights became the one a rerun resumed from."""
+
+    def __init__(self, directory, model, max_to_keep=2):
+        super().__init__()
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+        model.optimizer.build(model.trainable_variables)
+        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, epoch=self.epoch)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=max_to_keep)
+
+    def restore(self):
+        """Restores the latest checkpoint if any; returns the number of finished epochs."""
+        if self.manager.latest_checkpoint:
+            self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
+        return int(self.epoch.numpy())
+
+    def on_epoch_end(self, epoch, logs=None):
+        if non_finite_losses(logs):
+            return
+        self.epoch.assign(epoch + 1)
+        with without_info_logs():
+            self.manager.save(checkpoint_number=epoch + 1)

@@ -13,8 +13,7 @@ import tensorflow as tf
 
 from mtha_tf import atomic_files, cpu_runtime, losses, training_data
 from mtha_tf import config as config_lib
-from mtha_tf.absl_logs import without_info_logs
-from mtha_tf.callbacks import EvaluationCallback, PredictionImages, TensorBoard, TerminateOnNaN, non_finite_losses
+from mtha_tf.callbacks import EpochCheckpoint, EvaluationCallback, PredictionImages, TensorBoard, TerminateOnNaN
 from mtha_tf.data.pipeline import make_dataset, naming_corrupt_files
 from mtha_tf.evaluation import evaluate, forward_function, headline
 from mtha_tf.fused_rmsprop import FusedRMSprop
@@ -141,33 +140,6 @@ def build_before_fit(model, strategy, dataset):
         return {name: tf.reshape(value, [1]) for name, value in train_step(data).items()}
 
     model.train_step = train_step_with_vector_logs
-
-
-class EpochCheckpoint(keras.callbacks.Callback):
-    """Saves weights, optimizer state and the epoch at every epoch end with tf.train.Checkpoint (written under a
-    temporary name and committed atomically, so a SIGKILL at any moment leaves the last complete checkpoint). An epoch
-    that TerminateOnNaN stopped is not saved: Keras ends the stopped epoch as any other, and its checkpoint of
-    non-finite weights became the one a rerun resumed from."""
-
-    def __init__(self, directory, model, max_to_keep=2):
-        super().__init__()
-        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
-        model.optimizer.build(model.trainable_variables)
-        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, epoch=self.epoch)
-        self.manager = tf.train.CheckpointManager(self.checkpoint, directory, max_to_keep=max_to_keep)
-
-    def restore(self):
-        """Restores the latest checkpoint if any; returns the number of finished epochs."""
-        if self.manager.latest_checkpoint:
-            self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
-        return int(self.epoch.numpy())
-
-    def on_epoch_end(self, epoch, logs=None):
-        if non_finite_losses(logs):
-            return
-        self.epoch.assign(epoch + 1)
-        with without_info_logs():
-            self.manager.save(checkpoint_number=epoch + 1)
 
 
 def export_final(workdir, epochs):

@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from mtha_tf import config as config_lib
 from mtha_tf import evaluate, evaluation, losses, trainer
-from mtha_tf.callbacks import EvaluationCallback, TensorBoard, TerminateOnNaN
+from mtha_tf.callbacks import EpochCheckpoint, EvaluationCallback, TensorBoard, TerminateOnNaN
 from tests.conftest import REPO, random_batch
 
 TINY_RUN = ["--preset=tiny", "--epochs=3", "--steps_per_epoch=2"]
@@ -158,7 +158,7 @@ def test_an_epoch_stopped_by_a_nan_loss_is_neither_saved_nor_evaluated(tmp_path,
     """Keras ends an epoch that TerminateOnNaN stopped like any other: its checkpoint of non-finite weights became the
     one a rerun resumed from (diverging again at once), and it was evaluated (minutes on SURREAL's val split)."""
     model = trainer.compile_model(config_lib.make_config("tiny", tasks="pose2d"))
-    checkpoint = trainer.EpochCheckpoint(str(tmp_path), model)
+    checkpoint = EpochCheckpoint(str(tmp_path), model)
     checkpoint.set_model(model)
     checkpoint.on_epoch_end(0, {"loss": 0.5, "pose2d_loss": 0.5})
     checkpoint.on_epoch_end(1, {"loss": float("nan"), "pose2d_loss": float("inf")})
