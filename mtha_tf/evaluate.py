@@ -134,12 +134,13 @@ def _of_the_same(key):
     return {name: value for name, value in key.items() if name != "held_out"} if isinstance(key, dict) else key
 
 
-def evaluate_workdir(workdir, data_dir=None, split="val", frame_stride=1, reuse=False, batch_size=None):
+def evaluate_workdir(workdir, data_dir=None, split="val", frame_stride=1, reuse=False, batch_size=None, progress=False):
     """Runs the evaluation on `split` (the frames whose index in their clip is a multiple of `frame_stride`); returns
     (results dict, also written to W/evaluation/results.json or its `split_dir`; per-frame errors, also written to
     per_frame.npz there). `reuse`: return the evaluation already there instead when it was made of the same weights,
     shards, frames and package version (the study evaluates its runs again at every command). `batch_size`: images
-    per forward pass (default: the run's eval_batch_size; the figures do not depend on it)."""
+    per forward pass (default: the run's eval_batch_size; the figures do not depend on it). `progress`: count the
+    frames on stderr."""
     config = config_lib.load(os.path.join(workdir, "config.json"))
     pattern = held_out_pattern(config, workdir, data_dir, split)
     out_dir = split_dir(os.path.join(workdir, "evaluation"), split, frame_stride)
@@ -161,7 +162,7 @@ def evaluate_workdir(workdir, data_dir=None, split="val", frame_stride=1, reuse=
     forward = evaluation.forward_function(model)
     results, per_frame = evaluation.evaluate(forward, pattern, config.task_names(),
                                              batch_size or config.eval_batch_size, config.input_size,
-                                             frame_stride)  # fmt: skip
+                                             frame_stride, progress)  # fmt: skip
     results["evaluated"] = key
     name = os.path.basename(os.path.normpath(workdir))
     report.write_tables({name: results}, out_dir, config.task_names())
@@ -188,7 +189,8 @@ def main(argv):
     del argv
     try:
         results, _ = evaluate_workdir(flags.FLAGS.workdir, flags.FLAGS.data_dir, flags.FLAGS.split,
-                                      flags.FLAGS.frame_stride, batch_size=flags.FLAGS.batch_size)  # fmt: skip
+                                      flags.FLAGS.frame_stride, batch_size=flags.FLAGS.batch_size,
+                                      progress=True)  # fmt: skip
     except (FileNotFoundError, config_lib.ConfigError) as error:  # no run or an unfinished one, no shards, bad config
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -1,5 +1,7 @@
 """Runs a model over held-out frames, decodes its outputs with the codecs and computes every trained task's metrics."""
 
+import sys
+
 import numpy as np
 import tensorflow as tf
 
@@ -128,22 +130,34 @@ def forward_function(model):
     return tf.function(lambda images: model({"image": images}, training=False), input_signature=[image_spec])
 
 
-def evaluate(forward, file_pattern, trained_tasks, batch_size=8, input_size=256, frame_stride=1):
+def _frames_done(file_pattern, shown):
+    """A count of the frames evaluated on stderr (`shown`), else a stand-in that counts nothing: SURREAL's test split
+    takes hours, and the evaluation said nothing until its end. Into a file (a job's log) once a minute."""
+    from tqdm import tqdm
+
+    interval = 1.0 if sys.stderr.isatty() else 60.0
+    return tqdm(desc=f"evaluating {file_pattern}", unit=" frames", disable=not shown, mininterval=interval,
+                file=sys.stderr)  # fmt: skip
+
+
+def evaluate(forward, file_pattern, trained_tasks, batch_size=8, input_size=256, frame_stride=1, progress=False):
     """Metrics of a model on the shards matching `file_pattern`, on the frames whose index in their clip is a multiple
     of `frame_stride`: (results dict, per-frame errors by task).
 
     `forward`: the model's `forward_function`, kept by the caller so that it is traced once (the callbacks evaluate at
-    every epoch); the evaluation never calls the model eagerly (cpu_runtime: frozen weights).
+    every epoch); the evaluation never calls the model eagerly (cpu_runtime: frozen weights). `progress`: count the
+    frames on stderr as they are evaluated.
     """
     trained_tasks = tasks.parse_tasks(trained_tasks)
     accumulator = _Accumulator(trained_tasks, input_size // 4)
     dataset = evaluation_dataset(file_pattern, trained_tasks, batch_size, input_size, frame_stride)
     batches = 0
-    with naming_corrupt_files(file_pattern):
+    with naming_corrupt_files(file_pattern), _frames_done(file_pattern, progress) as frames:
         for inputs, targets in dataset:
             outputs = forward(inputs["image"])
             accumulator.update({t: outputs[t] for t in trained_tasks}, inputs, targets)
             batches += 1
+            frames.update(int(inputs["image"].shape[0]))
     if not batches:  # no metrics of no frames: the error names the shards (checked only then, not every epoch)
         require_examples(file_pattern)
         raise FileNotFoundError(f"{file_pattern}: no frame whose index in its clip is a multiple of {frame_stride}")

@@ -191,6 +191,7 @@ def run_study(target_task, which, base_config, study_dir, split="val", frame_str
                 frame_stride,
                 reuse=reuse,
                 batch_size=base_config.eval_batch_size,
+                progress=True,
             )
 
     out_dir = evaluate.split_dir(os.path.join(study_dir, target_task), split, frame_stride)

@@ -40,6 +40,16 @@ def test_depth_figures_do_not_depend_on_the_evaluation_batch(records_dir, batch_
     np.testing.assert_allclose(per_frame["depth"], step_mm * metrics.depth_rmse_bins(pred, gt))
 
 
+def test_an_evaluation_counts_its_frames_when_asked(records_dir, capsys):
+    """SURREAL's test split takes hours to evaluate; `python -m mtha_tf.evaluate` and the study said nothing until the
+    end. Training's evaluations stay quiet (Keras' progress is on screen)."""
+    pattern = str(records_dir / "val-*")
+    evaluate(_depth_logits, pattern, ["depth"], 4, INPUT_SIZE)
+    assert capsys.readouterr().err == ""
+    evaluate(_depth_logits, pattern, ["depth"], 4, INPUT_SIZE, progress=True)
+    assert f"evaluating {pattern}: 6 frames" in capsys.readouterr().err
+
+
 def test_a_frame_stride_evaluates_the_frames_whose_index_it_divides(records_dir, tmp_path):
     """Training evaluates every eval_frame_stride-th frame of each held-out clip (SURREAL's val split: ~50k frames)."""
     pattern = str(records_dir / "val-*")

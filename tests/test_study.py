@@ -180,9 +180,7 @@ def test_all_trains_every_combination_and_tables_those_with_the_target(tiny_stud
 
     monkeypatch.setattr(study, "train_combination", record_weights)
     finished = evaluate_workdir(str(study_dir / "runs" / "pose2d"))  # stands in for every combination's numbers
-    monkeypatch.setattr(
-        study.evaluate, "evaluate_workdir", lambda workdir, data_dir, split, frame_stride, reuse, batch_size: finished
-    )
+    monkeypatch.setattr(study.evaluate, "evaluate_workdir", lambda *args, **kwargs: finished)
     shared_data = config_lib.load(str(study_dir / "runs" / "pose2d" / "config.json")).data_dir
     weighted = dataclasses.replace(config, data_dir=shared_data, task_weights={"pose2d": 2, "depth": 0.5})
     results = study.run_study("pose2d", "all", weighted, str(tmp_path))
@@ -203,7 +201,7 @@ def test_a_relative_study_dir_records_its_data_absolute(tmp_path, monkeypatch):
     trained, batches = {}, []
     monkeypatch.setattr(study, "train_combination", lambda config, workdir: trained.update({workdir: config}))
 
-    def evaluated(workdir, data_dir, split, frame_stride, reuse, batch_size):
+    def evaluated(workdir, data_dir, split, frame_stride, reuse, batch_size, progress):
         batches.append(batch_size)
         return {}, {"pose2d": []}  # results and per-frame errors, as the report stubs below take them
 
@@ -235,7 +233,7 @@ def test_a_combination_another_process_trains_is_waited_for_after_the_others(tmp
     monkeypatch.setattr(trainer, "wait_until_released", lambda folder: calls.append(("wait", os.path.basename(folder))))
     evaluated = []
 
-    def evaluate_workdir(workdir, data_dir, split, frame_stride, reuse, batch_size):
+    def evaluate_workdir(workdir, data_dir, split, frame_stride, reuse, batch_size, progress):
         evaluated.append(os.path.basename(workdir))
         return {"pose2d": {"pckh": 50.0, "pckh_per_joint": {"head_top": 50.0}}}, {"pose2d": []}
 
