@@ -5,6 +5,7 @@ import os
 
 from data_prep import surreal as converter
 from data_prep import synthetic
+from mtha_tf import file_locks
 
 # A spawned worker takes a few seconds to start (a fresh interpreter; the converter's imports TensorFlow), the time
 # to render and convert a few hundred frames: smaller data (the tiny preset, tests) is made in this process.
@@ -27,11 +28,7 @@ def _prepared_alone(root):
     once on one study dir (the four targets' studies, one per GPU) would write the same temporary files; the later
     ones wait, then find everything made. Without fcntl or file locks, unheld."""
     os.makedirs(root, exist_ok=True)
-    with open(os.path.join(root, ".prepare.lock"), "a+") as lock:
-        with contextlib.suppress(ImportError, OSError):
-            import fcntl
-
-            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+    with file_locks.flocked(os.path.join(root, ".prepare.lock")):
         yield
 
 

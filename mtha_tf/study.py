@@ -74,9 +74,8 @@ def check_combination(config, workdir):
 
 def train_combination(config, workdir):
     """Trains unless `workdir` already holds a finished run of the same config (an unfinished one resumes, a finished
-    one with fewer epochs trains on). A finished run whose shards are now at `config.data_dir` (the study dir moved,
-    or copied from a cluster) records that path."""
-    check_combination(config, workdir)
+    one with fewer epochs trains on); `check_combination` has passed. A finished run whose shards are now at
+    `config.data_dir` (the study dir moved, or copied from a cluster) records that path."""
     metrics_path = os.path.join(workdir, "metrics.json")  # written last: the epochs of the last finished training
     config_path = os.path.join(workdir, "config.json")
     if not os.path.exists(metrics_path) or _read_json(metrics_path).get("epochs") != config.epochs:

@@ -11,7 +11,7 @@ import sys
 import keras
 import tensorflow as tf
 
-from mtha_tf import atomic_files, cpu_runtime, losses, training_data
+from mtha_tf import atomic_files, cpu_runtime, file_locks, losses, training_data
 from mtha_tf import config as config_lib
 from mtha_tf.callbacks import EpochCheckpoint, EvaluationCallback, PredictionImages, TensorBoard, TerminateOnNaN
 from mtha_tf.data.pipeline import make_dataset, naming_corrupt_files
@@ -153,6 +153,10 @@ def export_final(workdir, epochs):
     return existing if os.path.isdir(existing) else export_workdir(workdir, export_dir, version=epochs)
 
 
+def _lock_path(folder):
+    return os.path.join(folder, ".train.lock")
+
+
 @contextlib.contextmanager
 def held_alone(folder):
     """Holds `folder` for one training process (an exclusive flock on `folder/.train.lock`, released by the kernel when
@@ -164,7 +168,7 @@ def held_alone(folder):
     except ImportError:
         yield
         return
-    with open(os.path.join(folder, ".train.lock"), "a+") as lock:
+    with open(_lock_path(folder), "a+") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -182,15 +186,8 @@ def held_alone(folder):
 
 def wait_until_released(folder):
     """Returns once no process holds `folder` (`held_alone`), at once if none does or locks are unavailable."""
-    try:
-        import fcntl
-    except ImportError:
-        return
-    try:
-        with open(os.path.join(folder, ".train.lock"), "a+") as lock:
-            fcntl.flock(lock, fcntl.LOCK_SH)  # blocks while a training process holds it exclusively
-    except OSError:  # no lock file possible, or a file system without locks: nothing to wait for
-        return
+    with contextlib.suppress(OSError), file_locks.flocked(_lock_path(folder), shared=True):
+        pass  # no lock file possible (no such folder): nothing to wait for
 
 
 def train(config, workdir, verbose=None):
