@@ -4,8 +4,9 @@ r"""Evaluates a trained work dir on held-out frames: per-part tables, success-ra
 
 Writes W/evaluation/ (W/evaluation_test/ for --split=test, W/evaluation_every<K>/ for --frame_stride=K, so that none
 overwrites another's tables): results.json (with `evaluated`: the weights, shards and frames it is of), <task>.md and
-<task>.csv (rows = parts or joints, as the paper's Tables I-IV), per_frame.npz (each frame's error per task),
-success_rates.png (paper Fig. 3) and predictions.png (input with skeleton, part map, depth map, 3D skeleton).
+<task>.csv (rows = parts or joints, as the paper's Tables I-IV), per_frame.npz (each frame's error per task, and per
+part or joint), success_rates.png (paper Fig. 3) and predictions.png (input with skeleton, part map, depth map, 3D
+skeleton).
 """
 
 import hashlib
@@ -107,10 +108,10 @@ def _package_version():
 
 def evaluation_key(weights, pattern, frame_stride):
     """What an evaluation's figures depend on: the trained weights, the held-out shards (names and sizes; `held_out`,
-    their path, is for people), the frames taken and the package version (its metrics). Recorded in results.json as
-    `evaluated`."""
+    their path, is for people), the frames taken, the package version (its metrics) and what the evaluation holds
+    (`evaluation.FORMAT`). Recorded in results.json as `evaluated`."""
     return {"weights_sha256": _sha256(weights), "held_out": pattern, "shards_sha256": shards_digest(pattern),
-            "frame_stride": frame_stride, "mtha_tf": _package_version()}  # fmt: skip
+            "frame_stride": frame_stride, "mtha_tf": _package_version(), "format": evaluation.FORMAT}  # fmt: skip
 
 
 def _finished_evaluation(out_dir, key):

@@ -22,6 +22,16 @@ def evaluation_dataset(file_pattern, trained_tasks, batch_size, input_size, fram
                         input_size=input_size, frame_stride=frame_stride)  # fmt: skip
 
 
+# What an evaluation holds, in results.json and per_frame.npz: an evaluation of another format is made again, not reused
+# (2: per-frame errors per part or joint, per-part pixel accuracy).
+FORMAT = 2
+
+
+def part_errors(task):
+    """The name of a task's per-frame errors per part or joint among an evaluation's per-frame errors."""
+    return f"{task}_per_part"
+
+
 def _to_frame(points, matrix):
     """Heatmap-grid points [B, K, 2] -> original frame pixels through each example's inverse crop [B, 3, 3]."""
     return crop.transform_points(tf.linalg.inv(matrix), points)
@@ -60,18 +70,23 @@ class _Accumulator:
             self.add("gt3d", inputs["joints3d"])
         if "segmentation" in self.tasks:
             pred = self.codecs["segmentation"].decode(outputs["segmentation"]).numpy()
-            self.confusion += metrics.confusion(pred, targets["segmentation"], surreal.NUM_PART_CLASSES)
-            self.add("segmentation_pixel_accuracy", (pred == targets["segmentation"].numpy()).mean(axis=(1, 2)))
+            gt = targets["segmentation"].numpy()
+            self.confusion += metrics.confusion(pred, gt, surreal.NUM_PART_CLASSES)
+            self.add("segmentation_pixel_accuracy", (pred == gt).mean(axis=(1, 2)))
+            self.add(part_errors("segmentation"), metrics.pixel_error_per_class(pred, gt).astype(np.float32))
         if "depth" in self.tasks:
             pred = self.codecs["depth"].decode(outputs["depth"])[0].numpy()
             gt, parts = targets["depth"].numpy(), targets["segmentation"].numpy()
             self.add("depth_rmse_bins", metrics.depth_rmse_bins(pred, gt))
             self.add("depth_rmse_bins_union", metrics.depth_rmse_bins_union(pred, gt))
-            self.depth_part_errors += metrics.depth_squared_errors_per_part(pred, gt, parts)
+            per_image = metrics.depth_squared_errors_per_part(pred, gt, parts)
+            self.depth_part_errors += per_image.sum(axis=0)
+            self.add(part_errors("depth"), metrics.rmse_from_squared_errors(per_image).astype(np.float32))
             self.foreground_counts += metrics.foreground_counts(pred, gt)
 
     def results(self):
-        """Nested dict of JSON-ready metrics, and per-frame errors (for success-rate curves)."""
+        """Nested dict of JSON-ready metrics, and per-frame errors (for success-rate curves): per task [N] and per
+        part or joint (`part_errors(task)`, [N, P] in the order of the task's table; NaN where one is not seen)."""
         arrays = {name: np.concatenate(values) for name, values in self.lists.items()}
         results, per_frame = {}, {}
         if "pose2d" in self.tasks:
@@ -86,14 +101,19 @@ class _Accumulator:
                 "pck_newell": newell,
             }
             distance = np.linalg.norm(arrays["pred2d"] - gt, axis=-1) / arrays["head_length"][:, None]
-            per_frame["pose2d"] = np.nanmean(np.where(visible, distance, np.nan), axis=1)
+            distance = np.where(visible, distance, np.nan)
+            per_frame["pose2d"] = np.nanmean(distance, axis=1)
+            per_frame[part_errors("pose2d")] = distance.astype(np.float32)
         if "segmentation" in self.tasks:
             summary = metrics.segmentation_summary(self.confusion)
-            iou = summary.pop("iou_per_class")
+            iou, recall = summary.pop("iou_per_class"), summary.pop("recall_per_class")
             results["segmentation"] = dict(
-                summary, iou_per_part=dict(zip(surreal.PART_NAMES, iou.tolist(), strict=True))
+                summary,
+                iou_per_part=dict(zip(surreal.PART_NAMES, iou.tolist(), strict=True)),
+                pixel_accuracy_per_part=dict(zip(surreal.PART_NAMES, recall.tolist(), strict=True)),
             )
             per_frame["segmentation"] = 1.0 - arrays["segmentation_pixel_accuracy"]
+            per_frame[part_errors("segmentation")] = arrays[part_errors("segmentation")]
         if "depth" in self.tasks:
             per_image = arrays["depth_rmse_bins"]
             per_part = metrics.rmse_from_squared_errors(self.depth_part_errors)
@@ -107,15 +127,16 @@ class _Accumulator:
                 "rmse_mm_per_part": dict(zip(surreal.PART_NAMES, (per_part * step_mm).tolist(), strict=True)),
             }
             per_frame["depth"] = per_image * step_mm
+            per_frame[part_errors("depth")] = arrays[part_errors("depth")] * np.float32(step_mm)
         if "pose3d" in self.tasks:
-            per_joint = metrics.mean_joint_distance_mm(arrays["pred3d"], arrays["gt3d"])
+            distances = metrics.joint_distances_mm(arrays["pred3d"], arrays["gt3d"])
+            per_joint = distances.mean(axis=0)
             results["pose3d"] = {
                 "mjd_mm": float(per_joint.mean()),
                 "mjd_mm_per_joint": dict(zip(surreal.MPII_JOINT_NAMES, per_joint.tolist(), strict=True)),
             }
-            pred = arrays["pred3d"] - arrays["pred3d"][:, surreal.PELVIS : surreal.PELVIS + 1]
-            gt = arrays["gt3d"] - arrays["gt3d"][:, surreal.PELVIS : surreal.PELVIS + 1]
-            per_frame["pose3d"] = 1000 * np.linalg.norm(pred - gt, axis=-1).mean(axis=1)
+            per_frame["pose3d"] = distances.mean(axis=1)
+            per_frame[part_errors("pose3d")] = distances.astype(np.float32)
         results["num_frames"] = int(len(next(iter(arrays.values()))))
         return results, per_frame
 

@@ -70,17 +70,30 @@ def segmentation_iou(pred, gt, num_classes=surreal.NUM_PART_CLASSES):
 
 def segmentation_summary(matrix):
     """SURREAL's figures from a confusion matrix: mean IoU over the 14 parts and over all 15 classes, pixel accuracy
-    (all pixels), mean per-part recall (SURREAL's "pixel accuracy"), and per-class IoU."""
+    (all pixels), mean per-part recall (SURREAL's "pixel accuracy"), and per class the IoU and the recall (the paper's
+    per-part pixel accuracy, Fig. 4(b))."""
     iou = iou_from_confusion(matrix)
     with np.errstate(invalid="ignore", divide="ignore"):
         recall = np.diag(matrix) / matrix.sum(axis=1)
     return {
         "iou_per_class": iou,
+        "recall_per_class": recall,
         "mean_iou_parts": float(np.nanmean(iou[1:])),
         "mean_iou_all": float(np.nanmean(iou)),
         "pixel_accuracy": float(np.trace(matrix) / matrix.sum()),
         "mean_part_recall": float(np.nanmean(recall[1:])),
     }
+
+
+def pixel_error_per_class(pred, gt, num_classes=surreal.NUM_PART_CLASSES):
+    """[N, C]: per image, the fraction of each ground-truth class's pixels labelled otherwise (NaN for a class absent
+    from the image): a part's per-frame error for its success-rate curve (paper Fig. 3). pred, gt int [N, H, W]."""
+    gt = np.asarray(gt, np.int64)
+    index = (np.arange(len(gt))[:, None, None] * num_classes + gt).ravel()
+    size = len(gt) * num_classes
+    wrong = np.bincount(index, weights=(np.asarray(pred) != gt).ravel(), minlength=size)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (wrong / np.bincount(index, minlength=size)).reshape(len(gt), num_classes)
 
 
 def depth_rmse_bins(pred, gt):
@@ -129,37 +142,46 @@ def foreground_iou(pred, gt):
 
 
 def depth_squared_errors_per_part(pred, gt, parts, num_parts=surreal.NUM_PART_CLASSES):
-    """[num_parts, 2]: per ground-truth part, the sum of squared bin errors and the pixel count, pooled over N images
-    (sums over batches give `rmse_from_squared_errors` of a whole split without keeping its label maps).
+    """[N, num_parts, 2]: per image and ground-truth part, the sum of squared bin errors and the pixel count. Summed
+    over images (and batches) they give `rmse_from_squared_errors` of a whole split without keeping its label maps;
+    one image's give its per-part RMSE (a part's success-rate curve, paper Fig. 3).
 
     Index 0 is the background (the paper's Table IV row): its ground-truth pixels, where a pixel predicted as bin k
     counts k. The parts take their ground-truth foreground pixels, as the full-body RMSE does.
     """
     pred, gt, parts = np.asarray(pred, np.int64), np.asarray(gt, np.int64), np.asarray(parts, np.int64)
     counted = np.where(parts > 0, gt > 0, gt == 0)  # a part pixel outside the depth map's foreground counts nowhere
-    squared = np.square(pred - gt)[counted]
-    return np.stack([np.bincount(parts[counted], weights=squared, minlength=num_parts),
-                     np.bincount(parts[counted], minlength=num_parts)], axis=1)  # fmt: skip
+    index = (np.arange(len(parts))[:, None, None] * num_parts + parts)[counted]
+    size = len(parts) * num_parts
+    sums = np.bincount(index, weights=np.square(pred - gt)[counted], minlength=size)
+    return np.stack([sums, np.bincount(index, minlength=size)], axis=1).reshape(len(parts), num_parts, 2)
 
 
 def rmse_from_squared_errors(sums):
-    """[num_parts] RMSE from `depth_squared_errors_per_part` (sums over batches); NaN for a part never seen."""
+    """[..., num_parts] RMSE from `depth_squared_errors_per_part` [..., num_parts, 2] (one image's, or summed over
+    images); NaN for a part never seen."""
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.sqrt(sums[:, 0] / sums[:, 1])
+        return np.sqrt(sums[..., 0] / sums[..., 1])
 
 
 def depth_rmse_per_part(pred, gt, parts, num_parts=surreal.NUM_PART_CLASSES):
     """RMSE in bins over the pixels of each ground-truth part [num_parts], pooled over images; NaN for a part absent
     (see `depth_squared_errors_per_part`)."""
-    return rmse_from_squared_errors(depth_squared_errors_per_part(pred, gt, parts, num_parts))
+    return rmse_from_squared_errors(depth_squared_errors_per_part(pred, gt, parts, num_parts).sum(axis=0))
 
 
-def mean_joint_distance_mm(pred, gt):
-    """Per-joint mean distance in mm [K]: pred, gt [N, K, 3] metres, each aligned at its own pelvis first."""
+def joint_distances_mm(pred, gt):
+    """Per frame and joint, the distance in mm [N, K]: pred, gt [N, K, 3] metres, each aligned at its own pelvis
+    first."""
     pred, gt = np.asarray(pred, float), np.asarray(gt, float)
     pred = pred - pred[:, surreal.PELVIS : surreal.PELVIS + 1]
     gt = gt - gt[:, surreal.PELVIS : surreal.PELVIS + 1]
-    return 1000.0 * np.linalg.norm(pred - gt, axis=-1).mean(axis=0)
+    return 1000.0 * np.linalg.norm(pred - gt, axis=-1)
+
+
+def mean_joint_distance_mm(pred, gt):
+    """Per-joint mean distance in mm [K] over N frames (`joint_distances_mm`)."""
+    return joint_distances_mm(pred, gt).mean(axis=0)
 
 
 def success_rate(errors, thresholds):

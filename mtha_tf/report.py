@@ -116,23 +116,27 @@ def save_figure(figure, path):
     return path
 
 
-def plot_success_rates(per_frame_by_model, path):
-    """One panel per task: fraction of frames whose error is under each threshold, one curve per model."""
+UNITS = {"pose2d": "error / head length", "segmentation": "pixel error rate", "depth": "RMSE (mm)",
+         "pose3d": "MJD (mm)"}  # fmt: skip
+
+
+def plot_success_rates(per_frame_by_model, path, part_panels=()):
+    """One panel per task: fraction of frames whose error is under each threshold, one curve per model. `part_panels`:
+    further panels (title, task, {curve label: per-frame errors}), e.g. one part's curves (paper Fig. 3)."""
     from mtha_tf import metrics
 
     plt = pyplot()
-
     tasks = [t for t in THRESHOLDS if any(t in errors for errors in per_frame_by_model.values())]
-    figure, axes = plt.subplots(1, len(tasks), figsize=(4 * len(tasks), 3.5), squeeze=False)
-    units = {"pose2d": "error / head length", "segmentation": "pixel error rate", "depth": "RMSE (mm)",
-             "pose3d": "MJD (mm)"}  # fmt: skip
-    for axis, task in zip(axes[0], tasks, strict=True):
-        for name, errors in per_frame_by_model.items():
-            if task in errors:
-                finite = np.asarray(errors[task])[np.isfinite(errors[task])]
-                axis.plot(THRESHOLDS[task], metrics.success_rate(finite, THRESHOLDS[task]), label=name)
-        axis.set(title=task, xlabel=units[task], ylabel="success rate", ylim=(0, 1.02))
+    panels = [(task, task, {name: errors[task] for name, errors in per_frame_by_model.items() if task in errors})
+              for task in tasks]  # fmt: skip
+    panels += list(part_panels)
+    figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.5), squeeze=False)
+    for axis, (title, task, curves) in zip(axes[0], panels, strict=True):
+        for label, errors in curves.items():
+            finite = np.asarray(errors)[np.isfinite(errors)]  # frames where the part is seen
+            axis.plot(THRESHOLDS[task], metrics.success_rate(finite, THRESHOLDS[task]), label=label)
+        axis.set(title=title, xlabel=UNITS[task], ylabel="success rate", ylim=(0, 1.02))
         axis.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
+        axis.legend(fontsize=8)
     figure.tight_layout()
     return save_figure(figure, path)

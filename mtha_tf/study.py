@@ -8,7 +8,8 @@ plus each subset of the other three -- evaluates all of them on the same held-ou
 `study_dir/<target_task>/` (`<target_task>_test/` for --split=test, `..._every<K>/` for --frame_stride=K, as
 `mtha_tf.evaluate` names its folders): `<target_task>.md/.csv` (one column per combination, the rows of the paper's
 Tables I-IV, best per row marked), `success_rates.png` (Fig. 3), `improvement.png` (Fig. 4: the best multi-task
-model's gain per part over the single-task model) and `results.json`. Runs live in `study_dir/runs/<tasks>/`; a
+model's gain per part over the single-task model) and `results.json`; and `study_dir/state_of_the_art.md/.csv` (the
+paper's Table V, from every target studied in the study dir so far). Runs live in `study_dir/runs/<tasks>/`; a
 finished one is reused, an interrupted one resumes, so running the same command again continues the study.
 """
 
@@ -16,7 +17,6 @@ import dataclasses
 import functools
 import itertools
 import json
-import math
 import os
 import sys
 
@@ -27,7 +27,16 @@ if __name__ == "__main__":  # `python -m mtha_tf.study` trains: train.py's proce
 
 from absl import app, flags  # noqa: E402
 
-from mtha_tf import atomic_files, evaluate, report, tasks, trainer, training_data  # noqa: E402
+from mtha_tf import (  # noqa: E402
+    atomic_files,
+    evaluate,
+    report,
+    state_of_the_art,
+    study_figures,
+    tasks,
+    trainer,
+    training_data,
+)
 from mtha_tf import config as config_lib  # noqa: E402
 from mtha_tf.data.pipeline import require_examples  # noqa: E402
 
@@ -119,39 +128,6 @@ def train_all(runs, study_dir):
                                      "others are trained, and the study reuses them when run again")  # fmt: skip
 
 
-def improvement_per_part(single, multi, task):
-    """{part: gain of `multi` over `single`} for one task's results in its table's unit, positive = better (paper
-    Fig. 4)."""
-    key, _, higher_better = report.TABLES[task]
-    sign = 1.0 if higher_better else -1.0
-    left_out = ("background", *report.LEFT_OUT.get(task, ()))  # and the pelvis: 0 mm in every 3D model
-    return {part: sign * report.shown(task, multi[task][key][part] - single[task][key][part])
-            for part in report.ROWS[task] if part in single[task][key] and part not in left_out}  # fmt: skip
-
-
-def best_multi_task(results, target_task):
-    """The name of the multi-task combination with the best summary value for the target task, or None."""
-    _, _, higher_better = report.TABLES[target_task]
-    key = report.SUMMARY[target_task]
-    multi = {name: r[target_task][key] for name, r in results.items() if "+" in name}
-    if not multi:
-        return None
-    return (max if higher_better else min)(multi, key=multi.get)
-
-
-def plot_improvement(gains, title, unit, path):
-    plt = report.pyplot()
-    parts = list(gains)
-    values = [0.0 if math.isnan(gains[p]) else gains[p] for p in parts]
-    figure, axis = plt.subplots(figsize=(max(6, 0.5 * len(parts)), 3.5))
-    axis.bar(parts, values, color=["tab:green" if v >= 0 else "tab:red" for v in values])
-    axis.axhline(0, color="black", linewidth=0.8)
-    axis.set(title=title, ylabel=f"gain over the task alone\n{unit}, positive = better")
-    axis.tick_params(axis="x", rotation=60)
-    figure.tight_layout()
-    return report.save_figure(figure, path)
-
-
 def run_study(target_task, which, base_config, study_dir, split="val", frame_stride=1, reuse=True):
     """Trains/reuses, evaluates on `split` (the frames whose index in their clip is a multiple of `frame_stride`) and
     reports; returns {run name: results dict}. A run's evaluation already made of its final weights on the same frames
@@ -195,15 +171,10 @@ def run_study(target_task, which, base_config, study_dir, split="val", frame_str
 
     out_dir = evaluate.split_dir(os.path.join(study_dir, target_task), split, frame_stride)
     report.write_tables(results, out_dir, [target_task])
-    report.plot_success_rates({n: {target_task: e[target_task]} for n, e in per_frame.items()},
-                              os.path.join(out_dir, "success_rates.png"))  # fmt: skip
-    best = best_multi_task(results, target_task)
-    if best and target_task in results:
-        gains = improvement_per_part(results[target_task], results[best], target_task)
-        title = f"{target_task}: {best} vs {target_task} alone"
-        plot_improvement(gains, title, report.TABLES[target_task][1], os.path.join(out_dir, "improvement.png"))
+    best = study_figures.write_figures(results, per_frame, target_task, out_dir)
     summary = {"target_task": target_task, "best_multi_task": best, "held_out": held_out, "results": results}
     atomic_files.write_json(os.path.join(out_dir, "results.json"), summary)
+    state_of_the_art.write_table(study_dir, evaluate.split_dir("", split, frame_stride))  # with the other targets'
     return results
 
 
@@ -234,10 +205,12 @@ def main(argv):
     for name, result in results.items():
         print(f"{name:40s} {task} {key}{unit}: {report.shown(task, result[task][key]):.2f}")
     out_dir = evaluate.split_dir(os.path.join(values.study_dir, values.target_task), values.split, values.frame_stride)
-    best = best_multi_task(results, values.target_task)
+    best = study_figures.best_multi_task(results, values.target_task)
     if best:
         print(f"best multi-task combination: {best}")
     print(f"tables, plots and results.json in {out_dir}/")
+    table_v = state_of_the_art.table_path(values.study_dir, evaluate.split_dir("", values.split, values.frame_stride))
+    print(f"the paper's Table V, with every target studied in {values.study_dir}: {table_v}")
     return 0
 
 

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mtha_tf import metrics
+from mtha_tf import metrics, surreal
 from mtha_tf.evaluation import evaluate, evaluation_dataset
+from mtha_tf.evaluation import part_errors as part_errors_of
 
 INPUT_SIZE = 64
 
@@ -65,3 +66,33 @@ def test_a_frame_stride_evaluates_the_frames_whose_index_it_divides(records_dir,
             writer.write(serialized.numpy())
     with pytest.raises(FileNotFoundError, match=f"{odd_frames}: no frame whose index in its clip is a multiple of 2"):
         evaluate(_depth_logits, str(odd_frames), ["depth"], 2, INPUT_SIZE, frame_stride=2)
+
+
+def _depth_and_part_logits(images):
+    """The depth stand-in, and part scores from the same pooled colours (15 classes)."""
+    pooled = tf.nn.avg_pool2d(images, 4, 4, "VALID")
+    projection = tf.constant(np.random.default_rng(5).normal(size=(3, 15)), tf.float32)
+    return {**_depth_logits(images), "segmentation": tf.einsum("bhwc,ck->bhwk", pooled, projection)}
+
+
+def test_per_frame_errors_per_part_are_each_frames_own(records_dir):
+    """Paper Fig. 3 draws a part's success rate: each frame's error on that part, NaN where the frame does not show it;
+    the pooled per-part figures of the tables, and Fig. 4(b)'s per-part pixel accuracy, come from the same pixels."""
+    pattern = str(records_dir / "val-*")
+    inputs, targets = next(iter(evaluation_dataset(pattern, ["depth", "segmentation"], 100, INPUT_SIZE)))
+    outputs = _depth_and_part_logits(inputs["image"])
+    depth_pred, part_pred = (tf.argmax(outputs[t], axis=-1).numpy() for t in ("depth", "segmentation"))
+    gt, parts = targets["depth"].numpy(), targets["segmentation"].numpy()
+
+    results, per_frame = evaluate(_depth_and_part_logits, pattern, ["depth", "segmentation"], 4, INPUT_SIZE)
+    depth_errors, part_errors = per_frame[part_errors_of("depth")], per_frame[part_errors_of("segmentation")]
+    assert depth_errors.shape == part_errors.shape == (6, 15)
+    per_image = metrics.depth_squared_errors_per_part(depth_pred, gt, parts)
+    np.testing.assert_allclose(depth_errors, 45.0 * metrics.rmse_from_squared_errors(per_image), rtol=1e-6)
+    shown = np.stack([(parts == p).any(axis=(1, 2)) for p in range(15)], axis=1)
+    assert (np.isfinite(part_errors) == shown).all() and 0 < np.nanmean(part_errors) < 1
+    np.testing.assert_allclose(part_errors, metrics.pixel_error_per_class(part_pred, parts), rtol=1e-6)
+    accuracy = results["segmentation"]["pixel_accuracy_per_part"]
+    correct = [((part_pred == p) & (parts == p)).sum() / (parts == p).sum() for p in range(15)]
+    np.testing.assert_allclose(list(accuracy.values()), correct)
+    assert list(accuracy) == list(surreal.PART_NAMES)

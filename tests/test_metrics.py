@@ -79,3 +79,40 @@ def test_the_union_depth_rmse_counts_what_the_reference_metric_ignores():
     assert metrics.foreground_iou(everywhere, gt) == pytest.approx(4 / 16)
     exact = gt.copy()
     assert metrics.depth_rmse_bins_union(exact, gt)[0] == 0.0 and metrics.foreground_iou(exact, gt) == 1.0
+
+
+def test_per_image_part_errors_sum_to_the_pooled_ones():
+    """A part's success-rate curve (paper Fig. 3) takes its error in each frame; summed over frames the same counts give
+    the table's pooled figure."""
+    rng = np.random.default_rng(0)
+    gt, pred = rng.integers(0, 20, (3, 8, 8)), rng.integers(0, 20, (3, 8, 8))
+    parts = rng.integers(0, 15, (3, 8, 8))
+    parts[1][parts[1] == 4] = 0  # part 4 absent from the second image
+    per_image = metrics.depth_squared_errors_per_part(pred, gt, parts)
+    assert per_image.shape == (3, 15, 2)
+    np.testing.assert_allclose(metrics.rmse_from_squared_errors(per_image.sum(axis=0)),
+                               metrics.depth_rmse_per_part(pred, gt, parts))  # fmt: skip
+    for image in range(3):
+        np.testing.assert_allclose(metrics.rmse_from_squared_errors(per_image[image]),
+                                   metrics.depth_rmse_per_part(pred[image:image + 1], gt[image:image + 1],
+                                                               parts[image:image + 1]))  # fmt: skip
+    assert np.isnan(metrics.rmse_from_squared_errors(per_image)[1, 4])
+
+
+def test_pixel_error_per_class_is_one_minus_each_frames_part_recall():
+    gt = np.array([[[1, 1], [0, 2]], [[0, 0], [0, 1]]])
+    pred = np.array([[[1, 0], [0, 0]], [[0, 0], [1, 1]]])
+    errors = metrics.pixel_error_per_class(pred, gt, num_classes=3)
+    np.testing.assert_allclose(errors, [[0.0, 0.5, 1.0], [1 / 3, 0.0, np.nan]])
+    # Pooled over both images, the per-part pixel accuracy (paper Fig. 4(b)).
+    recall = metrics.segmentation_summary(metrics.confusion(pred, gt, 3))["recall_per_class"]
+    np.testing.assert_allclose(recall, [3 / 4, 2 / 3, 0.0])
+
+
+def test_joint_distances_per_frame_average_to_the_mean_joint_distance(real_fixtures):
+    data = scipy.io.loadmat(real_fixtures / "surreal" / "joints3D_233.mat")
+    pred, gt = np.stack([data["pred"], data["gt"]]), np.stack([data["gt"], data["gt"]])
+    distances = metrics.joint_distances_mm(pred, gt)
+    assert distances.shape == (2, 16) and not distances[1].any()
+    assert distances[0].mean() == pytest.approx(40.46, abs=0.005)
+    np.testing.assert_allclose(metrics.mean_joint_distance_mm(pred, gt), distances.mean(axis=0))

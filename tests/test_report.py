@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from mtha_tf import report, study, surreal
+from mtha_tf import report, study_figures, surreal
 
 # The single-task column of each of the paper's tables (multitask_human_analysis.md), in its row order, with the mean
 # rows it prints under them. Table IV is in depth bins; the mean rows do not depend on the unit.
@@ -81,7 +81,7 @@ def test_segmentation_gains_are_in_points_of_iou():
     the upper right arm over segmentation alone."""
     single, multi = _paper_column(), _paper_column()
     multi["segmentation"]["iou_per_part"]["r_upper_arm"] = 0.666616
-    gains = study.improvement_per_part(single, multi, "segmentation")
+    gains = study_figures.improvement_per_part(single, multi, "segmentation")
     assert gains["r_upper_arm"] == pytest.approx(0.8396) and gains["head"] == 0.0 and "background" not in gains
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from mtha_tf import config as config_lib
-from mtha_tf import study, tasks, trainer
+from mtha_tf import report, study, study_figures, surreal, tasks, trainer
 from mtha_tf.evaluate import evaluate_workdir, load_trained
 from tests.conftest import REPO
 
@@ -35,12 +35,57 @@ def test_improvement_is_positive_when_the_multi_task_model_is_better():
               "pose2d": {"pckh_per_joint": {"head_top": 80.0}}}  # fmt: skip
     multi = {"depth": {"rmse_mm_per_part": {"head": 90.0, "torso": 55.0}},
              "pose2d": {"pckh_per_joint": {"head_top": 85.0}}}  # fmt: skip
-    gains = study.improvement_per_part(single, multi, "depth")
+    gains = study_figures.improvement_per_part(single, multi, "depth")
     assert gains == {"head": 10.0, "torso": -5.0} and list(gains) == ["head", "torso"], "the paper's order"
-    assert study.improvement_per_part(single, multi, "pose2d") == {"head_top": 5.0}
+    assert study_figures.improvement_per_part(single, multi, "pose2d") == {"head_top": 5.0}
     summaries = {"depth": {"depth": {"rmse_mm": 80.0}}, "depth+pose2d": {"depth": {"rmse_mm": 70.0}},
                  "segmentation+depth": {"depth": {"rmse_mm": 75.0}}}  # fmt: skip
-    assert study.best_multi_task(summaries, "depth") == "depth+pose2d"
+    assert study_figures.best_multi_task(summaries, "depth") == "depth+pose2d"
+
+
+def _pose3d_results(mjd_per_joint):
+    return {"pose3d": {"mjd_mm_per_joint": dict(zip(surreal.MPII_JOINT_NAMES, mjd_per_joint, strict=True)),
+                       "mjd_mm": float(np.mean(mjd_per_joint))}}  # fmt: skip
+
+
+def test_the_figures_show_the_part_the_best_multi_task_model_improves_most(tmp_path, monkeypatch):
+    """Paper Fig. 3: beside every combination's curve, the success rate of the part the best multi-task model improves
+    most, the task alone against that model; Fig. 4: the gain per part, for segmentation in IoU and pixel accuracy."""
+    alone = np.full(16, 60.0)
+    better = alone.copy()
+    better[[0, 15]] = [55.0, 40.0]  # the best improves the right ankle by 5 mm and the left wrist by 20 mm
+    results = {"pose3d": _pose3d_results(alone), "pose3d+depth": _pose3d_results(better),
+               "pose3d+segmentation": _pose3d_results(alone + 1)}  # fmt: skip
+    rng = np.random.default_rng(0)
+    per_frame = {name: {"pose3d": rng.random(4) * 100, "pose3d_per_part": rng.random((4, 16)) * 100}
+                 for name in results}  # fmt: skip
+    panels = []
+    monkeypatch.setattr(study_figures.report, "plot_success_rates", lambda *args: panels.append(args))
+    assert study_figures.write_figures(results, per_frame, "pose3d", str(tmp_path)) == "pose3d+depth"
+    ((overall, path, part_panels),) = panels
+    assert set(overall) == set(results) and path.endswith("success_rates.png")
+    ((title, task, curves),) = part_panels
+    assert (title, task) == ("pose3d: l_wrist (most improved)", "pose3d") and list(curves) == ["pose3d", "pose3d+depth"]
+    np.testing.assert_array_equal(curves["pose3d+depth"], per_frame["pose3d+depth"]["pose3d_per_part"][:, 15])
+    assert (tmp_path / "improvement.png").stat().st_size > 0
+
+    figures = []
+    monkeypatch.setattr(study_figures.report, "save_figure", lambda figure, path: figures.append(figure))
+    segmentation = {"iou_per_part": dict.fromkeys(surreal.PART_NAMES, 0.5),
+                    "pixel_accuracy_per_part": dict.fromkeys(surreal.PART_NAMES, 0.6)}  # fmt: skip
+    improved = {"iou_per_part": {**segmentation["iou_per_part"], "l_foot": 0.55},
+                "pixel_accuracy_per_part": {**segmentation["pixel_accuracy_per_part"], "l_hand": 0.7}}  # fmt: skip
+    study_figures.plot_improvement({"segmentation": segmentation}, {"segmentation": improved}, "segmentation", "t",
+                                   str(tmp_path / "s.png"))  # fmt: skip
+    iou, accuracy = figures[0].axes
+    assert [axis.get_ylabel().split("\n")[1] for axis in (iou, accuracy)] == [
+        "IoU (%), positive = better",
+        "pixel accuracy (%), positive = better",
+    ]
+    heights = [{t.get_text(): bar.get_height() for t, bar in zip(axis.get_xticklabels(), axis.patches, strict=True)}
+               for axis in (iou, accuracy)]  # fmt: skip
+    assert heights[0]["l_foot"] == pytest.approx(5.0) and heights[1]["l_hand"] == pytest.approx(10.0)
+    assert heights[0]["l_hand"] == heights[1]["l_foot"] == 0.0 and "background" not in heights[0]
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +111,12 @@ def test_a_tiny_study_writes_the_comparison_tables_and_plots(tiny_study):
     assert runs == ["pose2d", "pose2d+segmentation"]
     held_out = {config_lib.load(str(study_dir / "runs" / r / "config.json")).data_dir for r in runs}
     assert len(held_out) == 1, "every combination uses the same data"
+    # The paper's Table V: its pose2d column from this study (Table III's mean), the other targets not studied yet.
+    alone, multi = (report.SUMMARY_ROWS["pose2d"][0][1](results[name]["pose2d"]) for name in results)
+    table_v = (study_dir / "state_of_the_art.md").read_text()
+    assert f"| this study, independent tasks | – | {alone:.2f} | – | – |" in table_v
+    assert f"| this study, multi-task | – | {multi:.2f} | – | – |" in table_v
+    assert "for T in segmentation, pose3d, depth" in table_v
 
 
 def test_the_study_numbers_equal_evaluate_and_a_second_run_reuses_the_models(tiny_study, monkeypatch):
@@ -92,6 +143,7 @@ def test_the_study_numbers_equal_evaluate_and_a_second_run_reuses_the_models(tin
     assert shown == {name: f"pose2d pckh: {r['pose2d']['pckh']:.2f}" for name, r in results.items()}
     assert "best multi-task combination: pose2d+segmentation" in again.stdout
     assert f"tables, plots and results.json in {study_dir / 'pose2d'}/" in again.stdout
+    assert f"Table V, with every target studied in {study_dir}: {study_dir / 'state_of_the_art.md'}" in again.stdout
 
     def no_training(*args, **kwargs):
         raise AssertionError("a finished combination was trained again")
@@ -130,8 +182,11 @@ def test_an_evaluation_is_reused_only_of_the_same_weights_and_frames(tiny_study,
     monkeypatch.setattr(study.evaluate.evaluation, "evaluate", lambda *a: evaluations.append(a) or real_evaluate(*a))
     again, again_per_frame = evaluate_workdir(str(run), reuse=True)
     assert evaluations == [] and again == first
-    assert again_per_frame.keys() == first_per_frame.keys() == {"pose2d"}
+    assert again_per_frame.keys() == first_per_frame.keys() == {"pose2d", "pose2d_per_part"}
     np.testing.assert_array_equal(again_per_frame["pose2d"], first_per_frame["pose2d"])
+    assert again_per_frame["pose2d_per_part"].shape == (first["num_frames"], 16)
+    np.testing.assert_allclose(np.nanmean(again_per_frame["pose2d_per_part"], axis=1), again_per_frame["pose2d"],
+                               rtol=1e-6)  # fmt: skip
     assert evaluate_workdir(str(run), reuse=True, frame_stride=4)[0]["num_frames"] == 2 and len(evaluations) == 1
     evaluate_workdir(str(run), reuse=False, frame_stride=4)
     assert len(evaluations) == 2
@@ -144,6 +199,10 @@ def test_an_evaluation_is_reused_only_of_the_same_weights_and_frames(tiny_study,
     per_frame.write_bytes(per_frame.read_bytes()[:100])  # damaged: evaluated again, not an error
     evaluate_workdir(str(run), reuse=True, frame_stride=4)
     assert len(evaluations) == 4
+    # One made by code whose evaluations hold less (before the per-part errors of Fig. 3) is made again.
+    monkeypatch.setattr(study.evaluate.evaluation, "FORMAT", study.evaluate.evaluation.FORMAT + 1)
+    evaluate_workdir(str(run), reuse=True, frame_stride=4)
+    assert len(evaluations) == 5
 
 
 def test_a_moved_study_dir_reuses_its_runs_and_their_evaluations(tiny_study, tmp_path, monkeypatch):
@@ -208,6 +267,7 @@ def test_a_relative_study_dir_records_its_data_absolute(tmp_path, monkeypatch):
     monkeypatch.setattr(study.evaluate, "evaluate_workdir", evaluated)
     monkeypatch.setattr(study.report, "write_tables", lambda results, out_dir, tasks: os.makedirs(out_dir))
     monkeypatch.setattr(study.report, "plot_success_rates", lambda *args: None)
+    monkeypatch.setattr(study.state_of_the_art, "write_table", lambda *args: None)
     study.run_study("pose2d", "pose2d", config_lib.make_config("tiny", eval_batch_size=2), "study")
     assert batches == [2]
     [(workdir, config)] = trained.items()
@@ -239,7 +299,8 @@ def test_a_combination_another_process_trains_is_waited_for_after_the_others(tmp
 
     monkeypatch.setattr(study.evaluate, "evaluate_workdir", evaluate_workdir)
     monkeypatch.setattr(study.report, "write_tables", lambda results, out_dir, tasks: os.makedirs(out_dir))
-    monkeypatch.setattr(study.report, "plot_success_rates", lambda *args: None)
+    monkeypatch.setattr(study.study_figures, "write_figures", lambda *args: None)
+    monkeypatch.setattr(study.state_of_the_art, "write_table", lambda *args: None)
     study.run_study("pose2d", "pose2d;pose2d,segmentation;pose2d,depth", config_lib.make_config("tiny"), str(tmp_path))
     assert calls == [("train", "pose2d"), ("train", "pose2d+segmentation"), ("train", "pose2d+depth"),
                      ("wait", "pose2d"), ("train", "pose2d"), ("wait", "pose2d+segmentation"),
