@@ -28,7 +28,8 @@ def _prepared_alone(root):
     once on one study dir (the four targets' studies, one per GPU) would write the same temporary files; the later
     ones wait, then find everything made. Without fcntl or file locks, unheld."""
     os.makedirs(root, exist_ok=True)
-    with file_locks.flocked(os.path.join(root, ".prepare.lock")):
+    note = f"note: another process is preparing the embedded data in {root}; waiting for it"
+    with file_locks.flocked(os.path.join(root, ".prepare.lock"), waiting_note=note):
         yield
 
 

@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from mtha_tf import atomic_files, evaluation, report, surreal, visualize  # noqa: E402
+from mtha_tf import atomic_files, evaluation, file_locks, report, surreal, visualize  # noqa: E402
 from mtha_tf import config as config_lib  # noqa: E402
 from mtha_tf.data.crop import transform_points  # noqa: E402
 from mtha_tf.data.pipeline import shards_digest  # noqa: E402
@@ -156,22 +156,28 @@ def evaluate_workdir(workdir, data_dir=None, split="val", frame_stride=1, reuse=
         else:
             raise
         raise FileNotFoundError(f"{error}: {hint}, name them with --data_dir") from None
-    if reuse and (finished := _finished_evaluation(out_dir, key)):
-        return finished
-    model = trained_model(config, weights)
-    # One traced forward pass for the metrics and the grid: no convolution runs eagerly (cpu_runtime: frozen weights).
-    forward = evaluation.forward_function(model)
-    results, per_frame = evaluation.evaluate(forward, pattern, config.task_names(),
-                                             batch_size or config.eval_batch_size, config.input_size,
-                                             frame_stride, progress)  # fmt: skip
-    results["evaluated"] = key
-    name = os.path.basename(os.path.normpath(workdir))
-    report.write_tables({name: results}, out_dir, config.task_names())
-    report.plot_success_rates({name: per_frame}, os.path.join(out_dir, "success_rates.png"))
-    prediction_grid(forward, config, pattern, os.path.join(out_dir, "predictions.png"))
-    with atomic_files.replacing(os.path.join(out_dir, "per_frame.npz")) as partial:
-        np.savez(partial, evaluated=json.dumps(key), **per_frame)
-    atomic_files.write_json(os.path.join(out_dir, "results.json"), results)
+    # One evaluation of a run at a time: the four targets' studies run at once in one study dir share combinations, and
+    # each evaluated a shared one itself (hours on SURREAL's test split); the second now waits, then reuses it.
+    lock = os.path.join(workdir, f".{os.path.basename(out_dir)}.lock")
+    with file_locks.flocked(lock, waiting_note=f"note: another process is evaluating {workdir} into {out_dir}; "
+                            "waiting for it, to reuse its evaluation"):  # fmt: skip
+        if reuse and (finished := _finished_evaluation(out_dir, key)):
+            return finished
+        model = trained_model(config, weights)
+        # One traced forward pass for the metrics and the grid: no convolution runs eagerly (cpu_runtime: frozen
+        # weights).
+        forward = evaluation.forward_function(model)
+        results, per_frame = evaluation.evaluate(forward, pattern, config.task_names(),
+                                                 batch_size or config.eval_batch_size, config.input_size,
+                                                 frame_stride, progress)  # fmt: skip
+        results["evaluated"] = key
+        name = os.path.basename(os.path.normpath(workdir))
+        report.write_tables({name: results}, out_dir, config.task_names())
+        report.plot_success_rates({name: per_frame}, os.path.join(out_dir, "success_rates.png"))
+        prediction_grid(forward, config, pattern, os.path.join(out_dir, "predictions.png"))
+        with atomic_files.replacing(os.path.join(out_dir, "per_frame.npz")) as partial:
+            np.savez(partial, evaluated=json.dumps(key), **per_frame)
+        atomic_files.write_json(os.path.join(out_dir, "results.json"), results)
     return results, per_frame
 
 

@@ -2,15 +2,23 @@
 system. Where there is no fcntl (not POSIX) or the file system refuses locks (some FUSE mounts), nothing is held."""
 
 import contextlib
+import sys
 
 
 @contextlib.contextmanager
-def flocked(path, shared=False):
+def flocked(path, shared=False, waiting_note=None):
     """Holds a flock on `path` (created if missing) for the block, waiting for it: exclusive, or shared with other
-    shared holders (it then only waits for an exclusive holder to let go)."""
+    shared holders (it then only waits for an exclusive holder to let go). `waiting_note`: printed on stderr when
+    another process holds the lock, before the wait (which may be long: a training, an evaluation)."""
     with open(path, "a+") as handle:
         with contextlib.suppress(ImportError, OSError):
             import fcntl
 
-            fcntl.flock(handle, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)  # released when the file closes
+            mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+            try:
+                fcntl.flock(handle, mode | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if waiting_note:
+                    print(waiting_note, file=sys.stderr)
+                fcntl.flock(handle, mode)  # released when the file closes
         yield handle

@@ -224,7 +224,7 @@ def test_flags_that_would_convert_nothing_are_refused(tmp_path, flag, words):
     assert not (tmp_path / "out").exists()
 
 
-def test_embedded_data_prepared_by_another_process_is_waited_for(tmp_path):
+def test_embedded_data_prepared_by_another_process_is_waited_for(tmp_path, capsys):
     """Studies started at once on one study dir prepare the same embedded data: they wrote the same temporary files
     (a clip half-written by two processes, a rename whose file the other had moved). The later one waits for the
     earlier, then finds the data made."""
@@ -239,6 +239,7 @@ def test_embedded_data_prepared_by_another_process_is_waited_for(tmp_path):
         train, _ = embedded.prepare(str(tmp_path), train_clips=1, val_clips=1, num_frames=2, frame_stride=1)
         assert (tmp_path / "released").exists(), "prepared while another process held the data"
         assert glob.glob(train)
+        assert f"note: another process is preparing the embedded data in {tmp_path}; waiting" in capsys.readouterr().err
     finally:
         holder.kill()
         holder.wait()

@@ -205,6 +205,31 @@ def test_an_evaluation_is_reused_only_of_the_same_weights_and_frames(tiny_study,
     assert len(evaluations) == 5
 
 
+def test_an_evaluation_another_process_is_making_is_waited_for_and_reused(tiny_study, tmp_path, monkeypatch, capsys):
+    """The four targets' studies run at once in one study dir share combinations, and each evaluated a shared one
+    itself: hours each on SURREAL's test split. The later one now waits for the evaluation and reuses it."""
+    study_dir, _, _ = tiny_study
+    run = tmp_path / "pose2d"
+    shutil.copytree(study_dir / "runs" / "pose2d", run, ignore=shutil.ignore_patterns("evaluation*"))
+    made, _ = evaluate_workdir(str(run))
+    shutil.move(run / "evaluation", tmp_path / "made")  # the other process puts it back while it holds the run
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import shutil, time; from mtha_tf import file_locks\n"
+        f"with file_locks.flocked({str(run / '.evaluation.lock')!r}):\n"
+        "    print('held', flush=True); time.sleep(1.5)\n"
+        f"    shutil.move({str(tmp_path / 'made')!r}, {str(run / 'evaluation')!r})"
+    )], cwd=REPO, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        monkeypatch.setattr(study.evaluate.evaluation, "evaluate", lambda *args: pytest.fail("evaluated again"))
+        again, _ = evaluate_workdir(str(run), reuse=True)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert again == made
+    assert f"note: another process is evaluating {run} into {run / 'evaluation'}; waiting" in capsys.readouterr().err
+
+
 def test_a_moved_study_dir_reuses_its_runs_and_their_evaluations(tiny_study, tmp_path, monkeypatch):
     """A study dir moved, or copied from the cluster that trained it: its runs name the embedded data by the old path,
     and were refused as "another configuration" (and evaluated again) though the shards were theirs. Now the same
@@ -262,7 +287,7 @@ def test_a_relative_study_dir_records_its_data_absolute(tmp_path, monkeypatch):
 
     def evaluated(workdir, data_dir, split, frame_stride, reuse, batch_size, progress):
         batches.append(batch_size)
-        return {}, {"pose2d": []}  # results and per-frame errors, as the report stubs below take them
+        return {}, {"pose2d": [], "pose2d_per_part": []}  # results, per-frame errors: for the stubs below
 
     monkeypatch.setattr(study.evaluate, "evaluate_workdir", evaluated)
     monkeypatch.setattr(study.report, "write_tables", lambda results, out_dir, tasks: os.makedirs(out_dir))
@@ -295,7 +320,7 @@ def test_a_combination_another_process_trains_is_waited_for_after_the_others(tmp
 
     def evaluate_workdir(workdir, data_dir, split, frame_stride, reuse, batch_size, progress):
         evaluated.append(os.path.basename(workdir))
-        return {"pose2d": {"pckh": 50.0, "pckh_per_joint": {"head_top": 50.0}}}, {"pose2d": []}
+        return {"pose2d": {"pckh": 50.0, "pckh_per_joint": {"head_top": 50.0}}}, {"pose2d": [], "pose2d_per_part": []}
 
     monkeypatch.setattr(study.evaluate, "evaluate_workdir", evaluate_workdir)
     monkeypatch.setattr(study.report, "write_tables", lambda results, out_dir, tasks: os.makedirs(out_dir))
