@@ -9,7 +9,7 @@ import csv
 import json
 import os
 
-from mtha_tf import atomic_files, report
+from mtha_tf import atomic_files, file_locks, report
 
 # Table V's columns: the task, its header and its value from the task's results, measured as the paper's rows are:
 # segmentation IoU without the background (as [16]), PCKh averaged over the 16 joints (Table III's mean: 96.5) and MJD
@@ -59,6 +59,13 @@ def write_table(study_dir, suffix=""):
     """Writes `<study_dir>/state_of_the_art<suffix>.md` and `.csv` from the study summaries
     `<study_dir>/<task><suffix>/results.json` (suffix: the split and frame stride the studies compared on, as
     `evaluate.split_dir` names them: "_test", "_every10"); returns the Markdown path."""
+    # The studies of several targets finishing at once in one study dir: each reads the summaries and writes the table
+    # in turn, so the last one to write has read every summary written before.
+    with file_locks.flocked(os.path.join(study_dir, ".state_of_the_art.lock")):
+        return _write_table(study_dir, suffix)
+
+
+def _write_table(study_dir, suffix):
     summaries = {task: _study_results(os.path.join(study_dir, task + suffix, "results.json")) for task, *_ in COLUMNS}
     ours, best_names = study_rows(summaries)
     header = ["", *(label for _, label, _ in COLUMNS)]
