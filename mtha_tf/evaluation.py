@@ -1,5 +1,6 @@
 """Runs a model over held-out frames, decodes its outputs with the codecs and computes every trained task's metrics."""
 
+import functools
 import sys
 
 import numpy as np
@@ -146,9 +147,15 @@ def forward_function(model):
     that all-gathers across workers, so an evaluation run by the chief alone would wait for the others forever."""
     # One trace for every batch size (the last batch of a split is smaller, the prediction grid takes a few frames):
     # a trace of the multi-stream model takes seconds, and a study, which trains one model after another in one
-    # process, otherwise drew TensorFlow's "excessive number of tracings" warning.
+    # process, otherwise drew TensorFlow's "excessive number of tracings" warning. A partial, not a lambda: TensorFlow
+    # counts the traces of every tf.function made of one code object together, so the single trace of each model's
+    # own function (three models in one study process) drew the same warning.
     image_spec = tf.TensorSpec([None, *model.inputs[0].shape[1:]], tf.float32)
-    return tf.function(lambda images: model({"image": images}, training=False), input_signature=[image_spec])
+    return tf.function(functools.partial(_infer, model), input_signature=[image_spec])
+
+
+def _infer(model, images):
+    return model({"image": images}, training=False)
 
 
 def _frames_done(file_pattern, shown):

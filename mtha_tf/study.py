@@ -1,7 +1,7 @@
 r"""The paper's study: one model per task combination, compared part by part on the same held-out data.
 
-    python -m mtha_tf.study --target_task=depth [--combinations=paper] [--study_dir=study] [--split=val|test]
-        [--preset=...] [...]
+    python -m mtha_tf.study --target_task=depth|...|all [--combinations=paper] [--study_dir=study]
+        [--split=val|test] [--preset=...] [...]
 
 For the target task it trains (or reuses) every combination that contains it -- the paper's 8 per task: the task alone
 plus each subset of the other three -- evaluates all of them on the same held-out frames and writes, under
@@ -11,6 +11,7 @@ Tables I-IV, best per row marked), `success_rates.png` (Fig. 3), `improvement.pn
 model's gain per part over the single-task model) and `results.json`; and `study_dir/state_of_the_art.md/.csv` (the
 paper's Table V, from every target studied in the study dir so far). Runs live in `study_dir/runs/<tasks>/`; a
 finished one is reused, an interrupted one resumes, so running the same command again continues the study.
+`--target_task=all` studies the four targets in turn (each combination trained and evaluated once).
 """
 
 import dataclasses
@@ -181,11 +182,35 @@ def run_study(target_task, which, base_config, study_dir, split="val", frame_str
     return results
 
 
+def studies(target_task, which="paper"):
+    """{target: its combinations (`combinations`' `which`)} for --target_task: one task, or "all", the four targets in
+    turn (the paper's Tables I-IV; each of the 15 combinations trained and evaluated once), with an explicit list each
+    target taking the listed combinations that contain it."""
+    if target_task != "all":
+        return {target_task: which}
+    if which in ("paper", "all"):
+        return dict.fromkeys(tasks.TASKS, "paper")
+    if not (chosen := [tasks.parse_tasks(spec) for spec in which.split(";") if spec.strip()]):
+        raise ValueError(f"no combination in {which!r}; expected 'paper', 'all' or a list like 'depth;depth,pose2d'")
+    return {target: ";".join(",".join(c) for c in chosen if target in c)
+            for target in tasks.TASKS if any(target in c for c in chosen)}  # fmt: skip
+
+
 def _are_valid_combinations(values):
     try:
-        return bool(combinations(values["target_task"], values["combinations"]))
+        chosen = studies(values["target_task"], values["combinations"])
+        return all(combinations(target, which) for target, which in chosen.items())
     except ValueError as error:
         raise flags.ValidationError(str(error)) from None
+
+
+def _print_summary(task, results, out_dir):
+    key, unit = report.SUMMARY[task], " (%)" if task in report.IN_PERCENT else ""  # the tables' unit
+    for name, result in results.items():
+        print(f"{name:40s} {task} {key}{unit}: {report.shown(task, result[task][key]):.2f}")
+    if best := study_figures.best_multi_task(results, task):
+        print(f"best multi-task combination: {best}")
+    print(f"tables, plots and results.json in {out_dir}/")
 
 
 def main(argv):
@@ -195,26 +220,26 @@ def main(argv):
     from mtha_tf.config_flags import config_from_flags
 
     values = flags.FLAGS
-    try:
-        # Every task: run_study gives each combination its own; the base keeps every --task_weights entry for them.
-        config = config_from_flags(tasks=",".join(tasks.TASKS))
-        results = run_study(values.target_task, values.combinations, config, values.study_dir, values.split,
-                            values.frame_stride, reuse=not values.reevaluate)  # fmt: skip
-    except (trainer.TrainingFailed, config_lib.ConfigError, FileNotFoundError, OtherConversion) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    task = values.target_task
-    key, unit = report.SUMMARY[task], " (%)" if task in report.IN_PERCENT else ""  # the tables' unit
-    for name, result in results.items():
-        print(f"{name:40s} {task} {key}{unit}: {report.shown(task, result[task][key]):.2f}")
-    out_dir = evaluate.split_dir(os.path.join(values.study_dir, values.target_task), values.split, values.frame_stride)
-    best = study_figures.best_multi_task(results, values.target_task)
-    if best:
-        print(f"best multi-task combination: {best}")
-    print(f"tables, plots and results.json in {out_dir}/")
-    table_v = state_of_the_art.table_path(values.study_dir, evaluate.split_dir("", values.split, values.frame_stride))
+    suffix, failed = evaluate.split_dir("", values.split, values.frame_stride), []
+    for task, which in studies(values.target_task, values.combinations).items():
+        try:
+            # Every task: run_study gives each combination its own; the base keeps every --task_weights entry.
+            config = config_from_flags(tasks=",".join(tasks.TASKS))
+            results = run_study(task, which, config, values.study_dir, values.split, values.frame_stride,
+                                reuse=not values.reevaluate)  # fmt: skip
+        except trainer.TrainingFailed as error:  # a combination failed: the other targets' studies go on
+            print(f"error: {task}: {error}", file=sys.stderr)
+            failed.append(task)
+            continue
+        except (config_lib.ConfigError, FileNotFoundError, OtherConversion) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        _print_summary(task, results, os.path.join(values.study_dir, task + suffix))
+    table_v = state_of_the_art.table_path(values.study_dir, suffix)
     print(f"the paper's Table V, with every target studied in {values.study_dir}: {table_v}")
-    return 0
+    if failed:
+        print(f"error: the studies of {', '.join(failed)} did not finish (see above)", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
@@ -222,7 +247,9 @@ if __name__ == "__main__":
 
     config_flags.define_config_flags(exclude=("tasks",))
     flags.adopt_module_key_flags(config_flags)  # --help lists them with the study's own flags
-    flags.DEFINE_enum("target_task", None, list(tasks.TASKS), "The task whose tables the study writes.", required=True)
+    flags.DEFINE_enum("target_task", None, [*tasks.TASKS, "all"], 'The task whose tables the study writes; "all": '
+                      "the four in turn (Tables I-IV), each combination trained and evaluated once.",
+                      required=True)  # fmt: skip
     flags.DEFINE_string("combinations", "paper", '"paper" (8 combinations with the target), "all" (all 15: trains '
                         'those of the other targets\' tables too), or a list like "pose2d;pose2d,depth".')  # fmt: skip
     flags.register_multi_flags_validator(["target_task", "combinations"], _are_valid_combinations)

@@ -96,3 +96,18 @@ def test_per_frame_errors_per_part_are_each_frames_own(records_dir):
     correct = [((part_pred == p) & (parts == p)).sum() / (parts == p).sum() for p in range(15)]
     np.testing.assert_allclose(list(accuracy.values()), correct)
     assert list(accuracy) == list(surreal.PART_NAMES)
+
+
+def test_each_models_forward_pass_is_traced_without_a_retracing_warning(caplog):
+    """A study trains and evaluates one model after another in one process, each with its own forward pass traced
+    once: TensorFlow counted those traces together and warned of "excessive number of tracings" from the third."""
+    from mtha_tf import config as config_lib
+    from mtha_tf.evaluation import forward_function
+    from mtha_tf.model import build_model_for
+
+    model = build_model_for(config_lib.make_config("tiny", tasks="pose2d"))
+    images = tf.zeros([2, INPUT_SIZE, INPUT_SIZE, 3])
+    for batch in (images, images, images[:1]):  # one trace per model, whatever the batch
+        outputs = [forward_function(model)(batch) for _ in range(3)]
+    assert outputs[0]["pose2d"].shape[0] == 1
+    assert "retracing" not in caplog.text

@@ -167,6 +167,43 @@ def test_the_study_numbers_equal_evaluate_and_a_second_run_reuses_the_models(tin
     assert trained_on == [("pose2d", 2)]
 
 
+def test_all_targets_in_one_command_each_failure_its_own(tiny_study, tmp_path):
+    """--target_task=all studies the four targets in turn (here those of the listed combinations), reusing what the
+    others trained and evaluated; a target whose study cannot finish does not stop the next, and the command fails."""
+    study_dir, _, results = tiny_study
+    copy = tmp_path / "copy"
+    shutil.copytree(study_dir, copy)
+    other = config_lib.load(str(copy / "runs" / "pose2d" / "config.json"))
+    (copy / "runs" / "segmentation").mkdir()
+    config_lib.save(
+        dataclasses.replace(other, tasks="segmentation", steps_per_epoch=3),
+        str(copy / "runs" / "segmentation" / "config.json"),
+    )
+    command = [sys.executable, "-m", "mtha_tf.study", "--target_task=all", "--preset=tiny", "--epochs=1",
+               "--steps_per_epoch=2", "--noexport", "--combinations=pose2d;pose2d,segmentation;segmentation",
+               f"--study_dir={copy}"]  # fmt: skip
+    run = subprocess.run(command, cwd=REPO, capture_output=True, text=True,
+                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))  # fmt: skip
+    assert run.returncode == 1, run.stderr[-3000:]
+    assert "Epoch" not in run.stdout, "the runs of the pose2d study were trained again"
+    assert f"tables, plots and results.json in {copy / 'pose2d'}/" in run.stdout
+    assert "error: segmentation: " in run.stderr and "another configuration (steps_per_epoch: 3 -> 2)" in run.stderr
+    assert "error: the studies of segmentation did not finish (see above)" in run.stderr
+    table_v = (copy / "state_of_the_art.md").read_text()
+    assert "| pose2d+segmentation |" in table_v and "for T in segmentation, pose3d, depth" in table_v
+
+    (copy / "runs" / "segmentation" / "config.json").unlink()  # the mistake mended: the same command goes on
+    command[command.index("--combinations=pose2d;pose2d,segmentation;segmentation")] = (
+        "--combinations=pose2d,segmentation"
+    )
+    run = subprocess.run(command, cwd=REPO, capture_output=True, text=True,
+                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "Epoch" not in run.stdout and "evaluating" not in run.stderr, "trained or evaluated again"
+    assert f"tables, plots and results.json in {copy / 'segmentation'}/" in run.stdout
+    assert "for T in pose3d, depth" in (copy / "state_of_the_art.md").read_text()
+
+
 def test_an_evaluation_is_reused_only_of_the_same_weights_and_frames(tiny_study, tmp_path, monkeypatch):
     """A study evaluates its runs at every command, and the studies of the four targets share runs: an evaluation made
     of the same final weights, shards and frames is read back (results.json and per_frame.npz, for the success-rate
