@@ -62,6 +62,8 @@ THRESHOLDS = {
     "depth": np.linspace(0, 500, 51),
     "pose3d": np.linspace(0, 500, 51),
 }
+UNITS = {"pose2d": "error / head length", "segmentation": "pixel error rate", "depth": "RMSE (mm)",
+         "pose3d": "MJD (mm)"}  # fmt: skip
 
 
 def table_rows(task, columns):
@@ -116,10 +118,6 @@ def save_figure(figure, path):
     return path
 
 
-UNITS = {"pose2d": "error / head length", "segmentation": "pixel error rate", "depth": "RMSE (mm)",
-         "pose3d": "MJD (mm)"}  # fmt: skip
-
-
 def plot_success_rates(per_frame_by_model, path, part_panels=()):
     """One panel per task: fraction of frames whose error is under each threshold, one curve per model. `part_panels`:
     further panels (title, task, {curve label: per-frame errors}), e.g. one part's curves (paper Fig. 3)."""
@@ -133,7 +131,7 @@ def plot_success_rates(per_frame_by_model, path, part_panels=()):
     figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.5), squeeze=False)
     for axis, (title, task, curves) in zip(axes[0], panels, strict=True):
         for label, errors in curves.items():
-            finite = np.asarray(errors)[np.isfinite(errors)]  # frames where the part is seen
+            finite = np.asarray(errors)[np.isfinite(errors)]  # the frames that show the part or joints
             axis.plot(THRESHOLDS[task], metrics.success_rate(finite, THRESHOLDS[task]), label=label)
         axis.set(title=title, xlabel=UNITS[task], ylabel="success rate", ylim=(0, 1.02))
         axis.grid(alpha=0.3)

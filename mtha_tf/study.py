@@ -54,12 +54,17 @@ def combinations(target_task, which="paper"):
         return [tasks.parse_tasks((target_task, *subset)) for subset in subsets]
     if which == "all":
         return [tasks.parse_tasks(c) for size in range(1, 5) for c in itertools.combinations(tasks.TASKS, size)]
-    chosen = list(dict.fromkeys(tasks.parse_tasks(spec) for spec in which.split(";") if spec.strip()))
-    if not chosen:
-        raise ValueError(f"no combination in {which!r}; expected 'paper', 'all' or a list like 'depth;depth,pose2d'")
+    chosen = _listed(which)
     if without := [run_name(c) for c in chosen if target_task not in c]:
         raise ValueError(f"combinations {without} do not contain the target task {target_task}")
     return chosen
+
+
+def _listed(which):
+    """The combinations of a list like "pose2d;pose2d,depth", each once; ValueError for none or an unknown task."""
+    if chosen := list(dict.fromkeys(tasks.parse_tasks(spec) for spec in which.split(";") if spec.strip())):
+        return chosen
+    raise ValueError(f"no combination in {which!r}; expected 'paper', 'all' or a list like 'depth;depth,pose2d'")
 
 
 def run_name(task_names):
@@ -190,8 +195,7 @@ def studies(target_task, which="paper"):
         return {target_task: which}
     if which in ("paper", "all"):
         return dict.fromkeys(tasks.TASKS, "paper")
-    if not (chosen := [tasks.parse_tasks(spec) for spec in which.split(";") if spec.strip()]):
-        raise ValueError(f"no combination in {which!r}; expected 'paper', 'all' or a list like 'depth;depth,pose2d'")
+    chosen = _listed(which)
     return {target: ";".join(",".join(c) for c in chosen if target in c)
             for target in tasks.TASKS if any(target in c for c in chosen)}  # fmt: skip
 
