@@ -1,13 +1,15 @@
 """Keras callbacks: held-out evaluation into the logs, TensorBoard summaries and prediction images, a NaN guard,
-the epoch checkpoints."""
+the epoch checkpoints, the per-epoch history (history.csv)."""
 
+import csv
 import math
+import os
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from mtha_tf import evaluation, tasks, visualize
+from mtha_tf import atomic_files, evaluation, tasks, visualize
 from mtha_tf.absl_logs import without_info_logs
 from mtha_tf.targets import make_codecs
 
@@ -139,3 +141,20 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.epoch.assign(epoch + 1)
         with without_info_logs():
             self.manager.save(checkpoint_number=epoch + 1)
+
+
+def history_logger(path, initial_epoch):
+    """Keras' CSVLogger appending to `path`, which first keeps only the rows of the `initial_epoch` epochs the run
+    resumes from. Logged before the epoch's checkpoint: an epoch logged but not saved (killed between the two, or
+    stopped by a non-finite loss) is trained again and logged again, and its first row goes; history.csv had it twice,
+    or, logged after the checkpoint, lacked an epoch killed between the two."""
+    if os.path.exists(path):
+        with open(path, newline="") as f:
+            rows = list(csv.reader(f))
+        if rows and "epoch" in rows[0]:
+            column = rows[0].index("epoch")
+            kept = [row for row in rows[1:] if int(row[column]) < initial_epoch]
+            if len(kept) < len(rows) - 1:
+                with atomic_files.replacing(path) as partial, open(partial, "w", newline="") as f:
+                    csv.writer(f).writerows([rows[0], *kept])
+    return keras.callbacks.CSVLogger(path, append=True)

@@ -13,7 +13,14 @@ import tensorflow as tf
 
 from mtha_tf import atomic_files, cpu_runtime, file_locks, losses, training_data
 from mtha_tf import config as config_lib
-from mtha_tf.callbacks import EpochCheckpoint, EvaluationCallback, PredictionImages, TensorBoard, TerminateOnNaN
+from mtha_tf.callbacks import (
+    EpochCheckpoint,
+    EvaluationCallback,
+    PredictionImages,
+    TensorBoard,
+    TerminateOnNaN,
+    history_logger,
+)
 from mtha_tf.data.pipeline import make_dataset, naming_corrupt_files
 from mtha_tf.evaluation import evaluate, forward_function, headline
 from mtha_tf.fused_rmsprop import FusedRMSprop
@@ -254,10 +261,10 @@ def _train_in(config, workdir, own_dir, strategy, verbose):
     callbacks = [
         nan_guard,
         held_out,
+        history_logger(os.path.join(own_dir, "history.csv"), initial_epoch),  # before the checkpoint: its docstring
         checkpoint,
         TensorBoard(os.path.join(own_dir, "logs"), update_freq=20),
         PredictionImages(os.path.join(own_dir, "logs", "images"), sample_images, forward),
-        keras.callbacks.CSVLogger(os.path.join(own_dir, "history.csv"), append=True),
     ]
     with naming_corrupt_files(train_pattern):
         # shuffle=False: the dataset shuffles itself (mtha_tf.data.pipeline); Keras' default True only warns on it.

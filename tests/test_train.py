@@ -1,5 +1,6 @@
 """train.py end to end at tiny scale: what the work dir holds, kill -9 and resume, training on, NaN guard, bad input."""
 
+import csv
 import dataclasses
 import errno
 import json
@@ -17,7 +18,7 @@ import tensorflow as tf
 
 from mtha_tf import config as config_lib
 from mtha_tf import evaluate, evaluation, losses, trainer
-from mtha_tf.callbacks import EpochCheckpoint, EvaluationCallback, TensorBoard, TerminateOnNaN
+from mtha_tf.callbacks import EpochCheckpoint, EvaluationCallback, TensorBoard, TerminateOnNaN, history_logger
 from tests.conftest import REPO, random_batch
 
 TINY_RUN = ["--preset=tiny", "--epochs=3", "--steps_per_epoch=2"]
@@ -124,6 +125,8 @@ def test_the_work_dir_holds_everything_a_run_makes(killed_and_resumed):
     assert metrics["trained"]["frame_stride"] == metrics["untrained"]["frame_stride"] == 4
     assert set(metrics["headline"]["trained"]) == set(metrics["headline"]["untrained"])
     assert "held-out   trained" in second.stdout and "val_pose2d_pckh" in (workdir / "history.csv").read_text()
+    with open(workdir / "history.csv", newline="") as f:
+        assert [row["epoch"] for row in csv.DictReader(f)] == ["0", "1", "2"], "each epoch once, across the kill"
     # A run's output is its own: not TensorFlow's saver INFO logs (per checkpoint lines inside the progress bar, per
     # export signature a line listing hundreds of weight ids) nor Keras' warning about fit's shuffle argument.
     for noise in ("Sharding callback duration", "contains input name(s)", "Writing fingerprint", "shuffle=True"):
@@ -167,6 +170,23 @@ def test_an_epoch_stopped_by_a_nan_loss_is_neither_saved_nor_evaluated(tmp_path,
     held_out = EvaluationCallback("unused-*.tfrecord", "pose2d", 2, 64, forward=lambda images: images)
     held_out.on_epoch_end(1, {"loss": float("nan")})
     assert held_out.last_results is None
+
+
+def test_the_history_keeps_the_epochs_a_run_resumes_from(tmp_path):
+    """An epoch logged but not checkpointed (stopped by a non-finite loss, or killed between the two) is trained again:
+    its first row goes, so that history.csv holds each epoch once."""
+    path = tmp_path / "history.csv"
+    path.write_text("epoch,loss,val_pose2d_pckh\n0,2.5,10.0\n1,2.0,12.0\n2,nan,0.0\n")
+    logger = history_logger(str(path), initial_epoch=2)
+    logger.set_model(keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)]))
+    logger.on_train_begin()
+    logger.on_epoch_end(2, {"loss": 1.5, "val_pose2d_pckh": 14.0})
+    logger.on_train_end()
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(row["epoch"], row["loss"]) for row in rows] == [("0", "2.5"), ("1", "2.0"), ("2", "1.5")]
+    history_logger(str(path), initial_epoch=3)
+    assert path.read_text().count("\n") == 4, "nothing to drop: unchanged"
 
 
 def test_a_nan_loss_stops_training_with_a_clear_message():
