@@ -1,7 +1,10 @@
 """Shared test fixtures (the real SURREAL files in ../shared/fixtures, a synthetic SURREAL tree) and model batches."""
 
+import contextlib
 import os
 import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -27,6 +30,21 @@ def random_batch(task_names, size, batch=2, seed=0):
         "pose3d": peaks,
     }
     return {"image": images}, {t: targets[t] for t in task_names}
+
+
+@contextlib.contextmanager
+def held_by_another_process(lock, then):
+    """Runs `with <lock>:` in another Python process (a study or job beside this one), which sleeps 1.5 s inside it and
+    then runs `then`, still holding it; the block runs once the other process holds it."""
+    code = f"import shutil, time\nfrom data_prep import embedded\nfrom mtha_tf import file_locks\nwith {lock}:\n"
+    code += f"    print('held', flush=True)\n    time.sleep(1.5)\n    {then}\n"
+    holder = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ from data_prep import embedded, synthetic
 from data_prep import surreal as converter
 from mtha_tf import atomic_files, surreal
 from mtha_tf.data.schema import parse_example
-from tests.conftest import REPO
+from tests.conftest import REPO, held_by_another_process
 
 
 def _records(output_dir, split):
@@ -228,21 +228,12 @@ def test_embedded_data_prepared_by_another_process_is_waited_for(tmp_path, capsy
     """Studies started at once on one study dir prepare the same embedded data: they wrote the same temporary files
     (a clip half-written by two processes, a rename whose file the other had moved). The later one waits for the
     earlier, then finds the data made."""
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import time; from data_prep import embedded\n"
-        f"with embedded._prepared_alone({str(tmp_path)!r}):\n"
-        "    print('held', flush=True); time.sleep(1.5)\n"
-        f"    open({str(tmp_path / 'released')!r}, 'w').close()"
-    )], cwd=REPO, stdout=subprocess.PIPE, text=True)  # fmt: skip
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with held_by_another_process(f"embedded._prepared_alone({str(tmp_path)!r})",
+                                 f"open({str(tmp_path / 'released')!r}, 'w').close()"):  # fmt: skip
         train, _ = embedded.prepare(str(tmp_path), train_clips=1, val_clips=1, num_frames=2, frame_stride=1)
-        assert (tmp_path / "released").exists(), "prepared while another process held the data"
-        assert glob.glob(train)
-        assert f"note: another process is preparing the embedded data in {tmp_path}; waiting" in capsys.readouterr().err
-    finally:
-        holder.kill()
-        holder.wait()
+    assert (tmp_path / "released").exists(), "prepared while another process held the data"
+    assert glob.glob(train)
+    assert f"note: another process is preparing the embedded data in {tmp_path}; waiting" in capsys.readouterr().err
 
 
 def test_embedded_data_of_other_settings_is_named(tmp_path):

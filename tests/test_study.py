@@ -14,7 +14,7 @@ import pytest
 from mtha_tf import config as config_lib
 from mtha_tf import report, study, study_figures, surreal, tasks, trainer
 from mtha_tf.evaluate import evaluate_workdir, load_trained
-from tests.conftest import REPO
+from tests.conftest import REPO, held_by_another_process
 
 
 def test_the_paper_combinations():
@@ -250,19 +250,13 @@ def test_an_evaluation_another_process_is_making_is_waited_for_and_reused(tiny_s
     shutil.copytree(study_dir / "runs" / "pose2d", run, ignore=shutil.ignore_patterns("evaluation*"))
     made, _ = evaluate_workdir(str(run))
     shutil.move(run / "evaluation", tmp_path / "made")  # the other process puts it back while it holds the run
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import shutil, time; from mtha_tf import file_locks\n"
-        f"with file_locks.flocked({str(run / '.evaluation.lock')!r}):\n"
-        "    print('held', flush=True); time.sleep(1.5)\n"
-        f"    shutil.move({str(tmp_path / 'made')!r}, {str(run / 'evaluation')!r})"
-    )], cwd=REPO, stdout=subprocess.PIPE, text=True)  # fmt: skip
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        monkeypatch.setattr(study.evaluate.evaluation, "evaluate", lambda *args: pytest.fail("evaluated again"))
+    lock, then = (
+        f"file_locks.flocked({str(run / '.evaluation.lock')!r})",
+        f"shutil.move({str(tmp_path / 'made')!r}, {str(run / 'evaluation')!r})",
+    )
+    monkeypatch.setattr(study.evaluate.evaluation, "evaluate", lambda *args: pytest.fail("evaluated again"))
+    with held_by_another_process(lock, then):
         again, _ = evaluate_workdir(str(run), reuse=True)
-    finally:
-        holder.kill()
-        holder.wait()
     assert again == made
     assert f"note: another process is evaluating {run} into {run / 'evaluation'}; waiting" in capsys.readouterr().err
 
