@@ -108,9 +108,14 @@ def set_precision(mixed_precision):
     return policy
 
 
-def compile_model(config):
+def initial_network(config):
+    """The network `config` trains, with the weights its training starts from (drawn from its seed)."""
     keras.utils.set_random_seed(config.seed)
-    model = build_model_for(config)
+    return build_model_for(config)
+
+
+def compile_model(config):
+    model = initial_network(config)
     loss, loss_weights = losses.keras_losses(config.task_names(), config.num_stacks, config.task_weights,
                                              config.depth_background_weight)  # fmt: skip
     learning_rate = config.learning_rate
@@ -233,6 +238,15 @@ def train(config, workdir, verbose=None):
         return _train_in(config, workdir, own_dir, strategy, verbose)
 
 
+def _frame_stride_of(metrics_path):
+    """The held-out frame stride of the evaluation in `metrics_path`, None if there is none."""
+    try:
+        with open(metrics_path) as f:
+            return json.load(f).get("frame_stride")
+    except (OSError, ValueError):
+        return None
+
+
 def _train_in(config, workdir, own_dir, strategy, verbose):
     """train()'s work once the work dir is checked and held: `own_dir` is the work dir, or a worker's folder in it."""
     chief = own_dir == workdir
@@ -247,8 +261,11 @@ def _train_in(config, workdir, own_dir, strategy, verbose):
 
     forward = forward_function(model)
     untrained_path = os.path.join(workdir, "metrics_untrained.json")
-    if chief and not os.path.exists(untrained_path):
-        untrained, _ = evaluate(forward, val_pattern, task_names, config.eval_batch_size, config.input_size,
+    if chief and _frame_stride_of(untrained_path) != config.eval_frame_stride:
+        # The network as training starts it, on the frames the trained one is evaluated on: a run resumed with another
+        # --eval_frame_stride rebuilds it from the seed (metrics.json compared the two on different frames before).
+        initial = forward if initial_epoch == 0 else forward_function(initial_network(config))
+        untrained, _ = evaluate(initial, val_pattern, task_names, config.eval_batch_size, config.input_size,
                                 config.eval_frame_stride)  # fmt: skip
         atomic_files.write_json(untrained_path, untrained)
 

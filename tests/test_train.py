@@ -87,9 +87,15 @@ def test_a_finished_run_trains_on_to_more_epochs(killed_and_resumed, tmp_path):
     workdir = tmp_path / "run"
     shutil.copytree(killed_and_resumed[0], workdir)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    longer = subprocess.run(_train_command(workdir, "--epochs=4"), cwd=REPO, env=env, capture_output=True, text=True,
-                            timeout=600)  # fmt: skip
+    # With every other held-out frame evaluated now (4th before): the untrained figures are made again on those frames.
+    first_untrained = json.loads((workdir / "metrics_untrained.json").read_text())
+    longer = subprocess.run(_train_command(workdir, "--epochs=4", "--eval_frame_stride=2"), cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=600)  # fmt: skip
     assert longer.returncode == 0, longer.stdout[-3000:] + longer.stderr[-3000:]
+    metrics = json.loads((workdir / "metrics.json").read_text())
+    assert metrics["trained"]["frame_stride"] == metrics["untrained"]["frame_stride"] == 2
+    assert metrics["trained"]["num_frames"] == metrics["untrained"]["num_frames"] == 3, "frames 0, 2 and 4"
+    assert metrics["untrained"] == json.loads((workdir / "metrics_untrained.json").read_text()) != first_untrained
     assert "Epoch 4/4" in longer.stdout and "Epoch 3/4" not in longer.stdout
     assert _checkpoint_epoch(workdir) == 4 and json.loads((workdir / "metrics.json").read_text())["epochs"] == 4
     assert sorted(p.name for p in (workdir / "export").iterdir() if p.name.isdigit()) == ["3", "4"]
@@ -170,6 +176,18 @@ def test_an_epoch_stopped_by_a_nan_loss_is_neither_saved_nor_evaluated(tmp_path,
     held_out = EvaluationCallback("unused-*.tfrecord", "pose2d", 2, 64, forward=lambda images: images)
     held_out.on_epoch_end(1, {"loss": float("nan")})
     assert held_out.last_results is None
+
+
+def test_the_initial_network_is_the_one_training_starts_from():
+    """A run resumed with another --eval_frame_stride evaluates its untrained network again: rebuilt from the seed,
+    whatever was drawn in between."""
+    config = config_lib.make_config("tiny", tasks="pose2d")
+    trained = trainer.compile_model(config)
+    keras.random.normal((3,))
+    again = trainer.initial_network(config)
+    assert all(np.array_equal(a, b) for a, b in zip(trained.get_weights(), again.get_weights(), strict=True))
+    other = trainer.initial_network(dataclasses.replace(config, seed=config.seed + 1))
+    assert not all(np.array_equal(a, b) for a, b in zip(trained.get_weights(), other.get_weights(), strict=True))
 
 
 def test_the_history_keeps_the_epochs_a_run_resumes_from(tmp_path):
