@@ -1,5 +1,6 @@
 """Blocking advisory locks (flock) on a file, between the processes of one machine or of several sharing a file
-system. Where there is no fcntl (not POSIX) or the file system refuses locks (some FUSE mounts), nothing is held."""
+system. Where there is no fcntl (not POSIX), the file system refuses locks (some FUSE mounts) or the lock file cannot
+be made (a read-only folder: runs shared read-only whose finished evaluations a study reuses), nothing is held."""
 
 import contextlib
 import sys
@@ -9,8 +10,14 @@ import sys
 def flocked(path, shared=False, waiting_note=None):
     """Holds a flock on `path` (created if missing) for the block, waiting for it: exclusive, or shared with other
     shared holders (it then only waits for an exclusive holder to let go). `waiting_note`: printed on stderr when
-    another process holds the lock, before the wait (which may be long: a training, an evaluation)."""
-    with open(path, "a+") as handle:
+    another process holds the lock, before the wait (which may be long: a training, an evaluation). Yields the lock
+    file, or None where nothing is held."""
+    try:
+        handle = open(path, "a+")
+    except OSError:  # what the block writes beside it fails with its own error
+        yield None
+        return
+    with handle:
         with contextlib.suppress(ImportError, OSError):
             import fcntl
 

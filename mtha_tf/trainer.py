@@ -198,7 +198,7 @@ def held_alone(folder):
 
 def wait_until_released(folder):
     """Returns once no process holds `folder` (`held_alone`), at once if none does or locks are unavailable."""
-    with contextlib.suppress(OSError), file_locks.flocked(_lock_path(folder), shared=True):
+    with file_locks.flocked(_lock_path(folder), shared=True):
         pass  # no lock file possible (no such folder): nothing to wait for
 
 

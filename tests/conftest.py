@@ -36,8 +36,8 @@ def random_batch(task_names, size, batch=2, seed=0):
 def held_by_another_process(lock, then):
     """Runs `with <lock>:` in another Python process (a study or job beside this one), which sleeps 1.5 s inside it and
     then runs `then`, still holding it; the block runs once the other process holds it."""
-    code = f"import shutil, time\nfrom data_prep import embedded\nfrom mtha_tf import file_locks\nwith {lock}:\n"
-    code += f"    print('held', flush=True)\n    time.sleep(1.5)\n    {then}\n"
+    code = "import shutil, time\nfrom data_prep import embedded\nfrom mtha_tf import file_locks, trainer\n"
+    code += f"with {lock}:\n    print('held', flush=True)\n    time.sleep(1.5)\n    {then}\n"
     holder = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"

@@ -261,6 +261,19 @@ def test_an_evaluation_another_process_is_making_is_waited_for_and_reused(tiny_s
     assert f"note: another process is evaluating {run} into {run / 'evaluation'}; waiting" in capsys.readouterr().err
 
 
+def test_the_evaluations_of_runs_where_no_lock_can_be_made_are_reused(tiny_study, tmp_path, monkeypatch):
+    """Runs shared read-only (a group's trained runs linked into a study dir): their finished evaluations are reused
+    without the evaluation lock, which cannot be made there (stood in for by a folder where the lock file goes)."""
+    study_dir, _, _ = tiny_study
+    run = tmp_path / "pose2d"
+    shutil.copytree(study_dir / "runs" / "pose2d", run, ignore=shutil.ignore_patterns("evaluation*", ".evaluation*"))
+    made, _ = evaluate_workdir(str(run))
+    (run / ".evaluation.lock").unlink()
+    (run / ".evaluation.lock").mkdir()
+    monkeypatch.setattr(study.evaluate.evaluation, "evaluate", lambda *args: pytest.fail("evaluated again"))
+    assert evaluate_workdir(str(run), reuse=True)[0] == made
+
+
 def test_a_moved_study_dir_reuses_its_runs_and_their_evaluations(tiny_study, tmp_path, monkeypatch):
     """A study dir moved, or copied from the cluster that trained it: its runs name the embedded data by the old path,
     and were refused as "another configuration" (and evaluated again) though the shards were theirs. Now the same

@@ -19,7 +19,7 @@ import tensorflow as tf
 from mtha_tf import config as config_lib
 from mtha_tf import evaluate, evaluation, losses, trainer
 from mtha_tf.callbacks import EpochCheckpoint, EvaluationCallback, TensorBoard, TerminateOnNaN, history_logger
-from tests.conftest import REPO, random_batch
+from tests.conftest import REPO, held_by_another_process, random_batch
 
 TINY_RUN = ["--preset=tiny", "--epochs=3", "--steps_per_epoch=2"]
 
@@ -353,18 +353,10 @@ def test_a_work_dir_being_trained_is_refused_to_a_second_process(tmp_path):
     with trainer.held_alone(str(workdir)):  # free again once the holder is gone (killed)
         pass
     # A study waits for a combination another process trains: wait_until_released returns once the holder lets go.
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import time; from mtha_tf.trainer import held_alone\n"
-        f"with held_alone({str(workdir)!r}):\n    print('held', flush=True); time.sleep(1.5)\n"
-        f"    open({str(tmp_path / 'released')!r}, 'w').close()"
-    )], cwd=REPO, stdout=subprocess.PIPE, text=True)  # fmt: skip
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with held_by_another_process(f"trainer.held_alone({str(workdir)!r})",
+                                 f"open({str(tmp_path / 'released')!r}, 'w').close()"):  # fmt: skip
         trainer.wait_until_released(str(workdir))
         assert (tmp_path / "released").exists(), "returned while the work dir was held"
-    finally:
-        holder.kill()
-        holder.wait()
 
 
 def test_a_work_dir_on_a_file_system_without_locks_trains_unheld(tmp_path, monkeypatch):
