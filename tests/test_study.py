@@ -1,9 +1,9 @@
-"""The study: combinations, the improvement rule, and a tiny two-combination run whose numbers equal `evaluate`'s."""
+"""The study: its combinations, and a tiny two-combination run whose numbers equal `evaluate`'s: reused, moved, with
+another process beside it, for all four targets, with Table V."""
 
 import dataclasses
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from mtha_tf import config as config_lib
-from mtha_tf import report, study, study_figures, surreal, tasks, trainer
+from mtha_tf import report, study, tasks, trainer
 from mtha_tf.evaluate import evaluate_workdir, load_trained
 from tests.conftest import REPO, held_by_another_process
 
@@ -28,64 +28,6 @@ def test_the_paper_combinations():
         study.combinations("depth", "depth;segmentation,pose2d")
     with pytest.raises(ValueError, match="subset"):
         study.combinations("depth", "depth;depth,normals")
-
-
-def test_improvement_is_positive_when_the_multi_task_model_is_better():
-    single = {"depth": {"rmse_mm_per_part": {"torso": 50.0, "head": 100.0}},
-              "pose2d": {"pckh_per_joint": {"head_top": 80.0}}}  # fmt: skip
-    multi = {"depth": {"rmse_mm_per_part": {"head": 90.0, "torso": 55.0}},
-             "pose2d": {"pckh_per_joint": {"head_top": 85.0}}}  # fmt: skip
-    gains = study_figures.improvement_per_part(single, multi, "depth")
-    assert gains == {"head": 10.0, "torso": -5.0} and list(gains) == ["head", "torso"], "the paper's order"
-    assert study_figures.improvement_per_part(single, multi, "pose2d") == {"head_top": 5.0}
-    summaries = {"depth": {"depth": {"rmse_mm": 80.0}}, "depth+pose2d": {"depth": {"rmse_mm": 70.0}},
-                 "segmentation+depth": {"depth": {"rmse_mm": 75.0}}}  # fmt: skip
-    assert study_figures.best_multi_task(summaries, "depth") == "depth+pose2d"
-
-
-def _pose3d_results(mjd_per_joint):
-    return {"pose3d": {"mjd_mm_per_joint": dict(zip(surreal.MPII_JOINT_NAMES, mjd_per_joint, strict=True)),
-                       "mjd_mm": float(np.mean(mjd_per_joint))}}  # fmt: skip
-
-
-def test_the_figures_show_the_part_the_best_multi_task_model_improves_most(tmp_path, monkeypatch):
-    """Paper Fig. 3: beside every combination's curve, the success rate of the part the best multi-task model improves
-    most, the task alone against that model; Fig. 4: the gain per part, for segmentation in IoU and pixel accuracy."""
-    alone = np.full(16, 60.0)
-    better = alone.copy()
-    better[[0, 15]] = [55.0, 40.0]  # the best improves the right ankle by 5 mm and the left wrist by 20 mm
-    results = {"pose3d": _pose3d_results(alone), "pose3d+depth": _pose3d_results(better),
-               "pose3d+segmentation": _pose3d_results(alone + 1)}  # fmt: skip
-    rng = np.random.default_rng(0)
-    per_frame = {name: {"pose3d": rng.random(4) * 100, "pose3d_per_part": rng.random((4, 16)) * 100}
-                 for name in results}  # fmt: skip
-    panels = []
-    monkeypatch.setattr(study_figures.report, "plot_success_rates", lambda *args: panels.append(args))
-    assert study_figures.write_figures(results, per_frame, "pose3d", str(tmp_path)) == "pose3d+depth"
-    ((overall, path, part_panels),) = panels
-    assert set(overall) == set(results) and path.endswith("success_rates.png")
-    ((title, task, curves),) = part_panels
-    assert (title, task) == ("pose3d: l_wrist (most improved)", "pose3d") and list(curves) == ["pose3d", "pose3d+depth"]
-    np.testing.assert_array_equal(curves["pose3d+depth"], per_frame["pose3d+depth"]["pose3d_per_part"][:, 15])
-    assert (tmp_path / "improvement.png").stat().st_size > 0
-
-    figures = []
-    monkeypatch.setattr(study_figures.report, "save_figure", lambda figure, path: figures.append(figure))
-    segmentation = {"iou_per_part": dict.fromkeys(surreal.PART_NAMES, 0.5),
-                    "pixel_accuracy_per_part": dict.fromkeys(surreal.PART_NAMES, 0.6)}  # fmt: skip
-    improved = {"iou_per_part": {**segmentation["iou_per_part"], "l_foot": 0.55},
-                "pixel_accuracy_per_part": {**segmentation["pixel_accuracy_per_part"], "l_hand": 0.7}}  # fmt: skip
-    study_figures.plot_improvement({"segmentation": segmentation}, {"segmentation": improved}, "segmentation", "t",
-                                   str(tmp_path / "s.png"))  # fmt: skip
-    iou, accuracy = figures[0].axes
-    assert [axis.get_ylabel().split("\n")[1] for axis in (iou, accuracy)] == [
-        "IoU (%), positive = better",
-        "pixel accuracy (%), positive = better",
-    ]
-    heights = [{t.get_text(): bar.get_height() for t, bar in zip(axis.get_xticklabels(), axis.patches, strict=True)}
-               for axis in (iou, accuracy)]  # fmt: skip
-    assert heights[0]["l_foot"] == pytest.approx(5.0) and heights[1]["l_hand"] == pytest.approx(10.0)
-    assert heights[0]["l_hand"] == heights[1]["l_foot"] == 0.0 and "background" not in heights[0]
 
 
 @pytest.fixture(scope="module")
@@ -321,103 +263,6 @@ def test_all_trains_every_combination_and_tables_those_with_the_target(tiny_stud
     assert header.count("|") == 2 + 8 and "| segmentation+depth |" not in header
 
 
-def test_a_relative_study_dir_records_its_data_absolute(tmp_path, monkeypatch):
-    """The runs' config.json name the study's embedded data by an absolute path, so that `python -m mtha_tf.evaluate
-    --workdir=study/runs/...` finds it from any folder; a run recorded with the relative path still counts as the
-    same run. The study's --eval_batch_size is its evaluations' batch."""
-    monkeypatch.chdir(tmp_path)
-    trained, batches = {}, []
-    monkeypatch.setattr(study, "train_combination", lambda config, workdir: trained.update({workdir: config}))
-
-    def evaluated(workdir, data_dir, split, frame_stride, reuse, batch_size, progress):
-        batches.append(batch_size)
-        return {}, {"pose2d": [], "pose2d_per_part": []}  # results, per-frame errors: for the stubs below
-
-    monkeypatch.setattr(study.evaluate, "evaluate_workdir", evaluated)
-    monkeypatch.setattr(study.report, "write_tables", lambda results, out_dir, tasks: os.makedirs(out_dir))
-    monkeypatch.setattr(study.report, "plot_success_rates", lambda *args: None)
-    monkeypatch.setattr(study.state_of_the_art, "write_table", lambda *args: None)
-    study.run_study("pose2d", "pose2d", config_lib.make_config("tiny", eval_batch_size=2), "study")
-    assert batches == [2]
-    [(workdir, config)] = trained.items()
-    assert config.data_dir == str(tmp_path / "study" / "data" / "records") and workdir == "study/runs/pose2d"
-    recorded_relative = dataclasses.replace(config, data_dir="study/data/records")
-    assert config_lib.training_differences(recorded_relative, config) == []
-
-
-def test_a_combination_another_process_trains_is_waited_for_after_the_others(tmp_path, monkeypatch, capsys):
-    """The four targets' studies started at once in one study dir (one per GPU) share combinations: one that another
-    process is training stopped the whole study. It now trains the others first, then waits for that process and
-    tabulates the run it finished (or resumes it, if that process died)."""
-    calls, held_once = [], {"pose2d", "pose2d+segmentation"}
-
-    def train_combination(config, workdir):
-        name = os.path.basename(workdir)
-        calls.append(("train", name))
-        if name in held_once:
-            held_once.discard(name)
-            raise trainer.WorkDirHeld(workdir, "process 4242 on host")
-
-    monkeypatch.setattr(study, "train_combination", train_combination)
-    monkeypatch.setattr(trainer, "wait_until_released", lambda folder: calls.append(("wait", os.path.basename(folder))))
-    evaluated = []
-
-    def evaluate_workdir(workdir, data_dir, split, frame_stride, reuse, batch_size, progress):
-        evaluated.append(os.path.basename(workdir))
-        return {"pose2d": {"pckh": 50.0, "pckh_per_joint": {"head_top": 50.0}}}, {"pose2d": [], "pose2d_per_part": []}
-
-    monkeypatch.setattr(study.evaluate, "evaluate_workdir", evaluate_workdir)
-    monkeypatch.setattr(study.report, "write_tables", lambda results, out_dir, tasks: os.makedirs(out_dir))
-    monkeypatch.setattr(study.study_figures, "write_figures", lambda *args: None)
-    monkeypatch.setattr(study.state_of_the_art, "write_table", lambda *args: None)
-    study.run_study("pose2d", "pose2d;pose2d,segmentation;pose2d,depth", config_lib.make_config("tiny"), str(tmp_path))
-    assert calls == [("train", "pose2d"), ("train", "pose2d+segmentation"), ("train", "pose2d+depth"),
-                     ("wait", "pose2d"), ("train", "pose2d"), ("wait", "pose2d+segmentation"),
-                     ("train", "pose2d+segmentation")]  # fmt: skip
-    assert evaluated == ["pose2d", "pose2d+segmentation", "pose2d+depth"], "the columns in the combinations' order"
-    assert (f"note: {tmp_path}/runs/pose2d is being trained by process 4242 on host; the study trains its other "
-            "combinations first, then waits for it") in capsys.readouterr().err  # fmt: skip
-
-
-def test_a_failed_combination_does_not_stop_the_others(tmp_path, monkeypatch, capsys):
-    """A combination that diverges (a non-finite loss) stopped the study, and the GPU idled until someone noticed; the
-    study now trains the others and then fails naming it. A run dir of another configuration still stops the study
-    before anything trains (it would mix two configurations in one study dir)."""
-    trained = []
-
-    def train_combination(config, workdir):
-        trained.append(os.path.basename(workdir))
-        if trained[-1] == "pose2d+segmentation":
-            raise trainer.TrainingFailed("training stopped at batch 3: non-finite loss in loss")
-
-    monkeypatch.setattr(study, "train_combination", train_combination)
-    monkeypatch.setattr(study.evaluate, "evaluate_workdir", lambda *args, **kwargs: pytest.fail("tabulated"))
-    config = config_lib.make_config("tiny")
-    which = "pose2d;pose2d,segmentation;pose2d,depth"
-    with pytest.raises(trainer.TrainingFailed, match=r"^1 of 3 combinations failed \(pose2d\+segmentation: see above"):
-        study.run_study("pose2d", which, config, str(tmp_path))
-    assert trained == ["pose2d", "pose2d+segmentation", "pose2d+depth"]
-    assert ("error: pose2d+segmentation: training stopped at batch 3: non-finite loss in loss; the study goes on with "
-            "its other combinations") in capsys.readouterr().err  # fmt: skip
-    trained.clear()
-    other = tmp_path / "runs" / "pose2d+depth"
-    other.mkdir(parents=True)
-    data_dir = str(tmp_path / "data" / "records")
-    config_lib.save(config_lib.make_config("tiny", tasks="pose2d,depth", data_dir=data_dir, seed=1),
-                    str(other / "config.json"))  # fmt: skip
-    with pytest.raises(trainer.TrainingFailed, match=r"depth/config.json describes another configuration \(seed"):
-        study.run_study("pose2d", which, config, str(tmp_path))
-    assert trained == [], "checked before any combination trained"
-
-
-def test_a_study_dir_at_a_url_is_refused_before_anything_is_written(tmp_path, monkeypatch):
-    """os.makedirs("gs://bucket/study") made ./gs:/bucket/study, and the study's data and runs went there."""
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(trainer.TrainingFailed, match=r"--study_dir=gs://bucket/study: cannot be made a folder \(a URL"):
-        study.run_study("pose2d", "pose2d", config_lib.make_config("tiny"), "gs://bucket/study")
-    assert not any(tmp_path.iterdir())
-
-
 def test_a_split_without_shards_fails_before_any_training(tiny_study, tmp_path, monkeypatch):
     study_dir, config, _ = tiny_study
     monkeypatch.setattr(study, "train_combination", lambda config, workdir: pytest.fail("trained before the check"))
@@ -426,12 +271,3 @@ def test_a_split_without_shards_fails_before_any_training(tiny_study, tmp_path, 
         study.run_study("pose2d", "pose2d", dataclasses.replace(config, data_dir=shared_data), str(tmp_path), "test")
     with pytest.raises(FileNotFoundError, match=r"tfrecord': the study's embedded data has no test split; for SURREAL"):
         study.run_study("pose2d", "pose2d", config, str(tmp_path / "embedded"), "test")
-
-
-def test_a_study_under_tf_config_says_how_to_train_its_combinations_on_a_cluster(tmp_path, monkeypatch):
-    """A cluster's strategy is made once per process, before TensorFlow starts; the study trains several models."""
-    monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["host0:2222", "host1:2222"]}, "task": {"type": "worker"}}')
-    monkeypatch.setattr(study, "train_combination", lambda config, workdir: pytest.fail("trained under TF_CONFIG"))
-    with pytest.raises(trainer.TrainingFailed, match=re.escape(f"--workdir={tmp_path}/runs/<tasks joined by +>")):
-        study.run_study("pose2d", "paper", config_lib.make_config("tiny"), str(tmp_path))
-    assert not any(tmp_path.iterdir()), "nothing written"
