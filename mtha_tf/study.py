@@ -224,11 +224,15 @@ def main(argv):
     from mtha_tf.config_flags import config_from_flags
 
     values = flags.FLAGS
+    try:
+        # Every task: run_study gives each combination its own; the base keeps every --task_weights entry for them.
+        config = config_from_flags(tasks=",".join(tasks.TASKS))
+    except config_lib.ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     suffix, failed = evaluate.split_dir("", values.split, values.frame_stride), []
     for task, which in studies(values.target_task, values.combinations).items():
         try:
-            # Every task: run_study gives each combination its own; the base keeps every --task_weights entry.
-            config = config_from_flags(tasks=",".join(tasks.TASKS))
             results = run_study(task, which, config, values.study_dir, values.split, values.frame_stride,
                                 reuse=not values.reevaluate)  # fmt: skip
         except trainer.TrainingFailed as error:  # a combination failed: the other targets' studies go on

@@ -57,11 +57,11 @@ def plot_improvement(single, multi, task, title, path):
     return report.save_figure(figure, path)
 
 
-def part_curves(per_frame, target_task, single, multi, part):
-    """Fig. 3's part panel: (title, task, {model: per-frame errors of `part`}) for the task alone and the best
-    multi-task model."""
+def part_curves(per_frame, target_task, best, part):
+    """Fig. 3's part panel: (title, task, {model: per-frame errors of `part`}) for the task alone (its run is named
+    after it) and the best multi-task model."""
     column, index = evaluation.part_errors(target_task), report.ROWS[target_task].index(part)
-    curves = {name: per_frame[name][column][:, index] for name in (single, multi)}
+    curves = {name: per_frame[name][column][:, index] for name in (target_task, best)}
     return f"{target_task}: {part} (most improved)", target_task, curves
 
 
@@ -74,7 +74,7 @@ def write_figures(results, per_frame, target_task, out_dir):
         plot_improvement(results[target_task], results[best], target_task, title,
                          os.path.join(out_dir, "improvement.png"))  # fmt: skip
         if part := most_improved(improvement_per_part(results[target_task], results[best], target_task)):
-            part_panels.append(part_curves(per_frame, target_task, target_task, best, part))
+            part_panels.append(part_curves(per_frame, target_task, best, part))
     report.plot_success_rates({n: {target_task: e[target_task]} for n, e in per_frame.items()},
                               os.path.join(out_dir, "success_rates.png"), part_panels)  # fmt: skip
     return best
