@@ -23,6 +23,13 @@ ROWS = {"pose2d": surreal.MPII_JOINT_NAMES, "segmentation": surreal.PART_NAMES, 
 # The results hold IoU as a fraction (SURREAL's code, metrics.json); the tables show it in percent, as the paper's
 # Table I: two decimals of a fraction showed 0.67 and 0.68 where the paper's combinations differ by tenths of a point.
 IN_PERCENT = ("segmentation",)
+# Printed under a task's Markdown table where its unit is not the paper's. Table IV gives depth RMSE in bins (the
+# SURREAL code's unit: its 4.39 is 198 mm); the tables give millimetres, as SURREAL's paper and metrics.json do.
+_BIN_MM = 1000 * surreal.DEPTH_STEP_M
+NOTES = {
+    "depth": f"RMSE in mm = {_BIN_MM:g} x the depth bins of the paper's Table IV: divide by {_BIN_MM:g} to compare "
+    f"(its depth-alone mean full body, 4.39 bins, is {4.39 * _BIN_MM:.0f} mm).",
+}
 
 
 def shown(task, value):
@@ -92,6 +99,8 @@ def write_tables(columns, out_dir, tasks):
         header, rows = table_rows(task, columns)
         markdown = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         markdown += ["| " + " | ".join(row) + " |" for row in rows]
+        if task in NOTES:
+            markdown += ["", NOTES[task]]
         md_path, csv_path = os.path.join(out_dir, f"{task}.md"), os.path.join(out_dir, f"{task}.csv")
         atomic_files.write_text(md_path, "\n".join(markdown) + "\n")
         with atomic_files.replacing(csv_path) as partial, open(partial, "w", newline="") as f:

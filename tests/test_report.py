@@ -93,3 +93,20 @@ def test_the_best_of_each_row_is_marked_in_the_tasks_direction():
     assert dict((r[0], r[1:]) for r in depth)["head"] == ["4.78*", "9.00"], "lower RMSE is better"
     _, pose2d = report.table_rows("pose2d", {"a": better, "b": worse})
     assert dict((r[0], r[1:]) for r in pose2d)["head_top"] == ["98.77*", "nan"]
+
+
+def test_the_depth_table_says_how_its_millimetres_compare_with_the_papers_bins(tmp_path):
+    """Table IV prints depth RMSE in bins of 45 mm (4.39 = 198 mm): a table in mm beside it needs the factor, in the
+    Markdown a person reads; the CSV stays a plain table for programs."""
+    column = _paper_column()
+    column["depth"]["rmse_mm_per_part"] = {p: 45 * v for p, v in column["depth"]["rmse_mm_per_part"].items()}
+    column["depth"]["rmse_mm"] = 45 * TABLE_IV_MEAN_FULL_BODY
+    report.write_tables({"depth": column}, str(tmp_path), ["depth", "pose2d"])
+    markdown = (tmp_path / "depth.md").read_text().splitlines()
+    assert markdown[-1].startswith("RMSE in mm = 45 x the depth bins of the paper's Table IV: divide by 45")
+    assert "4.39 bins, is 198 mm" in markdown[-1] and markdown[-2] == ""
+    full_body = next(line for line in markdown if line.startswith("| mean full body"))
+    assert float(full_body.split("|")[2]) / 45 == pytest.approx(TABLE_IV_MEAN_FULL_BODY)
+    csv_text = (tmp_path / "depth.csv").read_text()
+    assert csv_text.splitlines()[-1].startswith('"mean full body') and "divide" not in csv_text
+    assert (tmp_path / "pose2d.md").read_text().splitlines()[-1].startswith("| PCKh, MPII's 14 joints")
