@@ -25,11 +25,16 @@ class Ellipsoid:
 
 @dataclasses.dataclass
 class Appearance:
-    """Two colours mixed by a periodic pattern in the ellipsoid's own frame, so the texture moves with the body."""
+    """Two colours mixed by a periodic pattern in the ellipsoid's own frame, so the texture moves with the body, and
+    optionally a patch of a third colour on its front (local z > 0): a face, a shirt's print. A body whose front
+    looks like its back renders, reflected in depth (facing the other way, its left and right sides swapped), the
+    same image: its left and right could not be learnt."""
 
     base: np.ndarray
     accent: np.ndarray
     pattern_frequency: np.ndarray  # [3] cycles per metre along the local axes; zeros give a plain colour
+    front: np.ndarray | None = None  # the front patch's colour
+    front_patch: tuple = (np.inf, -np.inf, np.inf)  # its half-width in local x and its range in local y, metres
 
 
 def _pixel_rays(intrinsics, height, width):
@@ -86,6 +91,11 @@ def render(ellipsoids, background, light, intrinsics=surreal.INTRINSICS):
         look = ellipsoid.appearance
         mix = 0.5 + 0.5 * np.sin(2 * np.pi * (metric @ look.pattern_frequency))
         colour = look.base + (look.accent - look.base) * mix[..., None] ** 4
+        if look.front is not None:
+            half_width, bottom, top = look.front_patch
+            x, y, z = np.moveaxis(metric, -1, 0)
+            patch = (z > 0) & (np.abs(x) < half_width) & (y > bottom) & (y < top)
+            colour = np.where(patch[..., None], look.front, colour)
         zbuffer[r0:r1, c0:c1][closer] = t[closer]
         labels[r0:r1, c0:c1][closer] = ellipsoid.label
         rgb[r0:r1, c0:c1][closer] = (colour * shade[..., None])[closer]

@@ -9,6 +9,7 @@ SURREAL's renderer does it (one body rotation and camera per clip, camera distan
 A clip depends only on (seed, split, clip index): runs are deterministic and clips already on disk are kept.
 """
 
+import dataclasses
 import multiprocessing
 import os
 import sys
@@ -40,11 +41,15 @@ def _appearances(rng):
     tone = _SKIN_TONES[rng.integers(len(_SKIN_TONES))] * rng.uniform(0.9, 1.1)
     skin = render.Appearance(tone, tone * 0.9, np.zeros(3))
     hair = rng.uniform(0.02, 0.5) * np.ones(3)
-    head = render.Appearance(tone, hair, np.array([0.0, 4.0, 0.0]))  # hair band on the upper half
+    # A face below the hairline and a print on the shirt's front show which way the body faces, as faces and clothes
+    # do in SURREAL (render.Appearance); no further draws, so the rest of a clip is as before.
+    head = render.Appearance(hair, hair, np.zeros(3), front=tone, front_patch=(np.inf, -np.inf, 0.035))
     top, bottom, shoes = cloth(), cloth(), render.Appearance(*rng.uniform(0.0, 0.4, (2, 3)), np.zeros(3))
+    shirt_print = np.where(top.base > 0.5, top.base - 0.45, top.base + 0.45)
+    chest = dataclasses.replace(top, front=shirt_print, front_patch=(0.07, -0.06, 0.08))
     forearm = top if rng.random() < 0.6 else skin
     shin = bottom if rng.random() < 0.8 else skin
-    by_part = {1: bottom, 2: bottom, 3: bottom, 4: top, 5: shin, 6: shin, 7: top, 8: shoes, 9: shoes, 10: top}
+    by_part = {1: bottom, 2: bottom, 3: bottom, 4: top, 5: shin, 6: shin, 7: top, 8: shoes, 9: shoes, 10: chest}
     by_part.update({11: shoes, 12: shoes, 13: skin, 14: top, 15: top, 16: head, 17: top, 18: top})
     by_part.update({19: forearm, 20: forearm, 21: skin, 22: skin, 23: skin, 24: skin})
     return [by_part[label] for label in range(1, 25)]
