@@ -85,15 +85,23 @@ def segmentation_summary(matrix):
     }
 
 
+def _sums_per_image_and_class(classes, values, counted, num_classes):
+    """([N, C] sums of `values`, [N, C] pixel counts) over the `counted` pixels of each class per image; classes,
+    values, counted [N, H, W]. One bincount over image * C + class, so a batch is not looped over."""
+    classes = np.asarray(classes, np.int64)
+    index = (np.arange(len(classes))[:, None, None] * num_classes + classes)[counted]
+    size = len(classes) * num_classes
+    sums = np.bincount(index, weights=np.asarray(values, float)[counted], minlength=size)
+    return sums.reshape(-1, num_classes), np.bincount(index, minlength=size).reshape(-1, num_classes)
+
+
 def pixel_error_per_class(pred, gt, num_classes=surreal.NUM_PART_CLASSES):
     """[N, C]: per image, the fraction of each ground-truth class's pixels labelled otherwise (NaN for a class absent
     from the image): a part's per-frame error for its success-rate curve (paper Fig. 3). pred, gt int [N, H, W]."""
     gt = np.asarray(gt, np.int64)
-    index = (np.arange(len(gt))[:, None, None] * num_classes + gt).ravel()
-    size = len(gt) * num_classes
-    wrong = np.bincount(index, weights=(np.asarray(pred) != gt).ravel(), minlength=size)
+    wrong, pixels = _sums_per_image_and_class(gt, np.asarray(pred) != gt, np.ones(gt.shape, bool), num_classes)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return (wrong / np.bincount(index, minlength=size)).reshape(len(gt), num_classes)
+        return wrong / pixels
 
 
 def depth_rmse_bins(pred, gt):
@@ -151,10 +159,7 @@ def depth_squared_errors_per_part(pred, gt, parts, num_parts=surreal.NUM_PART_CL
     """
     pred, gt, parts = np.asarray(pred, np.int64), np.asarray(gt, np.int64), np.asarray(parts, np.int64)
     counted = np.where(parts > 0, gt > 0, gt == 0)  # a part pixel outside the depth map's foreground counts nowhere
-    index = (np.arange(len(parts))[:, None, None] * num_parts + parts)[counted]
-    size = len(parts) * num_parts
-    sums = np.bincount(index, weights=np.square(pred - gt)[counted], minlength=size)
-    return np.stack([sums, np.bincount(index, minlength=size)], axis=1).reshape(len(parts), num_parts, 2)
+    return np.stack(_sums_per_image_and_class(parts, np.square(pred - gt), counted, num_parts), axis=-1)
 
 
 def rmse_from_squared_errors(sums):

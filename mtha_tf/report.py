@@ -91,14 +91,18 @@ def table_rows(task, columns):
     return [f"{task} {label}", *names], rows
 
 
+def markdown_table(header, rows):
+    """The lines of a Markdown table: the header, its rule, one line per row (cells as strings)."""
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]
+
+
 def write_tables(columns, out_dir, tasks):
     """Writes `<task>.md` and `<task>.csv` for each task; returns the paths."""
     os.makedirs(out_dir, exist_ok=True)
     paths = []
     for task in tasks:
         header, rows = table_rows(task, columns)
-        markdown = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        markdown += ["| " + " | ".join(row) + " |" for row in rows]
+        markdown = markdown_table(header, rows)
         if task in NOTES:
             markdown += ["", NOTES[task]]
         md_path, csv_path = os.path.join(out_dir, f"{task}.md"), os.path.join(out_dir, f"{task}.csv")

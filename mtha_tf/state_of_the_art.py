@@ -74,8 +74,7 @@ def _write_table(study_dir, suffix):
     cells = [[label, *(NOT_STUDIED if v is None else f"{v:.{1 if i < len(PUBLISHED) else 2}f}" for v in values)]
              for i, (label, *values) in enumerate(rows)]  # fmt: skip
     best_row = ["this study, best multi-task combination", *best_names]
-    markdown = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    markdown += ["| " + " | ".join(row) + " |" for row in (*cells, best_row)]
+    markdown = report.markdown_table(header, [*cells, best_row])
     missing = [task for task, summary in summaries.items() if summary is None]
     notes = [
         "",
