@@ -161,11 +161,13 @@ def _frame_and_reflected(seed, monkeypatch):
 def test_a_body_facing_away_does_not_render_as_one_facing_the_camera(monkeypatch):
     """Reflected in depth, a body faces the other way with its sides swapped and keeps its outline: if its front looked
     like its back, both would render one image, and no network could learn left from right (2D and 3D joints, part
-    labels) from the image. The face and the shirt's print tell them apart: on the head and chest, a third of the
-    pixels change strongly (a tenth without them, from shading and occlusion alone)."""
+    labels) from the image. The face and the white shirt under the open jacket tell them apart: on the head and
+    torso, half the pixels change strongly (a tenth without them, from shading and occlusion alone; 0.28 with a face
+    and a small print on the chest, from which a 6000-step run learnt nothing of left and right)."""
     changed = []
+    head_and_torso = (4, 7, 10, 16)  # SMPL labels: spine, spine1, spine2, head
     for seed in range(12):
         rgb, labels, other_rgb, other_labels = _frame_and_reflected(seed, monkeypatch)
-        head_and_chest = np.isin(labels, (10, 16)) & np.isin(other_labels, (10, 16))
-        changed.append(np.mean(np.abs(rgb - other_rgb).max(axis=-1)[head_and_chest] > 60))
-    assert np.median(changed) > 0.25, np.round(changed, 2)
+        seen_in_both = np.isin(labels, head_and_torso) & np.isin(other_labels, head_and_torso)
+        changed.append(np.mean(np.abs(rgb - other_rgb).max(axis=-1)[seen_in_both] > 60))
+    assert np.median(changed) > 0.4, np.round(changed, 2)
