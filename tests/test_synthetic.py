@@ -162,7 +162,7 @@ def test_a_body_facing_away_does_not_render_as_one_facing_the_camera(monkeypatch
     """Reflected in depth, a body faces the other way with its sides swapped and keeps its outline: if its front looked
     like its back, both would render one image, and no network could learn left from right (2D and 3D joints, part
     labels) from the image. The face and the white shirt under the open jacket tell them apart: on the head and
-    torso, half the pixels change strongly (a tenth without them, from shading and occlusion alone; 0.28 with a face
+    torso, half the pixels change strongly (a sixth without them, from shading and occlusion alone; 0.28 with a face
     and a small print on the chest, from which a 6000-step run learnt nothing of left and right)."""
     changed = []
     head_and_torso = (4, 7, 10, 16)  # SMPL labels: spine, spine1, spine2, head
