@@ -26,7 +26,7 @@ class Ellipsoid:
 @dataclasses.dataclass
 class Appearance:
     """Two colours mixed by a periodic pattern in the ellipsoid's own frame, so the texture moves with the body, and
-    optionally a patch of a third colour on its front (local z > 0): a face, an open jacket's front. A body whose front
+    optionally a patch of a third colour on its front (local z > 0): a face, a shirt front. A body whose front
     looks like its back renders, reflected in depth (facing the other way, its left and right sides swapped), the
     same image: its left and right could not be learnt."""
 

@@ -27,7 +27,7 @@ from mtha_tf import atomic_files, surreal
 _SPLIT_CODES = {"train": 1, "val": 2, "test": 3}
 # SMPL's frame (y up, z forward) -> SURREAL's world, where -Y is up (read off the real `_info.mat` files).
 _SMPL_TO_WORLD = np.diag([1.0, -1.0, -1.0])
-_SHIRT_WHITE = np.array([0.92, 0.92, 0.9])
+_SHIRT_RED = np.array([0.9, 0.1, 0.1])
 _SKIN_TONES = np.array([[0.96, 0.80, 0.69], [0.87, 0.67, 0.52], [0.70, 0.50, 0.36], [0.45, 0.31, 0.22]])
 
 
@@ -42,15 +42,15 @@ def _appearances(rng):
     tone = _SKIN_TONES[rng.integers(len(_SKIN_TONES))] * rng.uniform(0.9, 1.1)
     skin = render.Appearance(tone, tone * 0.9, np.zeros(3))
     hair = rng.uniform(0.02, 0.5) * np.ones(3)
-    # A face below the hairline and an open jacket over a white shirt (a white band down the middle of the torso's
-    # front, half its width, from the waist to the neck) show which way the body faces, as faces and clothes do in
-    # SURREAL (render.Appearance). The band is white on everyone, as every face is a face: a front that changes with
-    # every clip (a chest print or a band of a colour off the jacket's) left 4000-6000-step runs at chance on left and
-    # right; with a front of one colour they began to tell them apart (BUILD.md, "The embedded data"). No further
-    # draws, so the rest of a clip is as before.
+    # A face below the hairline and a red shirt front (the torso's whole front half, the back in the top's colour)
+    # show which way the body faces, as faces and clothes do in SURREAL (render.Appearance). The front is one thing
+    # on everyone, as every face is a face, and a saturated one: fronts that changed with every clip (a chest print,
+    # a band of a colour off the jacket's) left 4000-6000-step runs at chance on left and right; a white band down
+    # the middle taught the arms but not the legs, white over the whole front barely the hips and knees, red over it
+    # the hips and knees too (BUILD.md, "The embedded data"). No further draws, so the rest of a clip is as before.
     head = render.Appearance(hair, hair, np.zeros(3), front=tone, front_patch=(np.inf, -np.inf, 0.035))
     top, bottom, shoes = cloth(), cloth(), render.Appearance(*rng.uniform(0.0, 0.4, (2, 3)), np.zeros(3))
-    torso = dataclasses.replace(top, front=_SHIRT_WHITE, front_patch=(0.08, -np.inf, np.inf))
+    torso = dataclasses.replace(top, front=_SHIRT_RED)
     forearm = top if rng.random() < 0.6 else skin
     shin = bottom if rng.random() < 0.8 else skin
     by_part = {1: bottom, 2: bottom, 3: bottom, 4: torso, 5: shin, 6: shin, 7: torso, 8: shoes, 9: shoes, 10: torso}

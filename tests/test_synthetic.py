@@ -161,13 +161,14 @@ def _frame_and_reflected(seed, monkeypatch):
 def test_a_body_facing_away_does_not_render_as_one_facing_the_camera(monkeypatch):
     """Reflected in depth, a body faces the other way with its sides swapped and keeps its outline: if its front looked
     like its back, both would render one image, and no network could learn left from right (2D and 3D joints, part
-    labels) from the image. The face and the white shirt under the open jacket tell them apart: on the head and
-    torso, half the pixels change strongly (a sixth without them, from shading and occlusion alone; 0.28 with a face
-    and a small print on the chest, from which a 6000-step run learnt nothing of left and right)."""
+    labels) from the image. The face and the red shirt front tell them apart: on the head and torso, three quarters
+    of the pixels change strongly (a sixth without them, from shading and occlusion alone; 0.28 with a face and a
+    small print on the chest, from which a 6000-step run learnt nothing of left and right; 0.53 with a white band down
+    the middle of the torso, from which a 5000-step run learnt the arms' left and right but not the legs')."""
     changed = []
     head_and_torso = (4, 7, 10, 16)  # SMPL labels: spine, spine1, spine2, head
     for seed in range(12):
         rgb, labels, other_rgb, other_labels = _frame_and_reflected(seed, monkeypatch)
         seen_in_both = np.isin(labels, head_and_torso) & np.isin(other_labels, head_and_torso)
         changed.append(np.mean(np.abs(rgb - other_rgb).max(axis=-1)[seen_in_both] > 60))
-    assert np.median(changed) > 0.4, np.round(changed, 2)
+    assert np.median(changed) > 0.6, np.round(changed, 2)
