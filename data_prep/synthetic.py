@@ -45,7 +45,7 @@ def _appearances(rng):
     # A face below the hairline and a red shirt front (the torso's whole front half, the back in the top's colour)
     # show which way the body faces, as faces and clothes do in SURREAL (render.Appearance). The front is one thing
     # on everyone, as every face is a face, and a saturated one: fronts that changed with every clip (a chest print,
-    # a band of a colour off the jacket's) left 4000-6000-step runs at chance on left and right; a white band down
+    # a band of a colour off the top's) left 4000-6000-step runs at chance on left and right; a white band down
     # the middle taught the arms but not the legs, white over the whole front barely the hips and knees, red over it
     # the hips and knees too (BUILD.md, "The embedded data"). No further draws, so the rest of a clip is as before.
     head = render.Appearance(hair, hair, np.zeros(3), front=tone, front_patch=(np.inf, -np.inf, 0.035))
