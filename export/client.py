@@ -1,6 +1,8 @@
 r"""Clients for the served model: TF Serving's REST and gRPC Predict APIs.
 
-    python -m export.client --server=localhost:8500 --image=x.jpg [--protocol=grpc|rest] [--box=x0,y0,x1,y1]
+    python -m export.client --image=x.jpg [--protocol=grpc|rest] [--server=host:port] [--box=x0,y0,x1,y1]
+
+--server defaults to TF Serving's port for the protocol on this machine (localhost:8500 gRPC, localhost:8501 REST).
 
 Both clients send encoded images (any JPEG or PNG; decoding and cropping happen in the served graph) and return a
 dict of numpy arrays keyed like the SavedModel's outputs (see `export.serving`). With a box, focal length or pelvis
@@ -68,6 +70,19 @@ def _signature_inputs(images, box, focal_length, pelvis_depth):
     return "with_box", {"box": box, "focal_length": focal, "pelvis_depth": pelvis}
 
 
+def _error_message(body):
+    """TF Serving's {"error": ...} from an HTTP error's body; what else answered (a proxy's or load balancer's page in
+    front of the server) as text, shortened."""
+    text = body.decode("utf-8", "replace")
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict) and "error" in parsed:
+        return parsed["error"]
+    return text if len(text) <= 500 else text[:500] + " ..."
+
+
 class RestClient:
     """`POST /v1/models/<name>:predict` with TF Serving's row format; images travel as {"b64": ...}."""
 
@@ -88,7 +103,7 @@ class RestClient:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 rows = json.loads(response.read())["predictions"]
         except urllib.error.HTTPError as error:
-            raise ServingError(f"HTTP {error.code}: {json.loads(error.read()).get('error', '')}") from None
+            raise ServingError(f"HTTP {error.code}: {_error_message(error.read())}") from None
         except urllib.error.URLError as error:  # nothing answered: refused, unknown host, timed out
             raise ServingError(f"{self.url}: {error.reason}") from None
         return {name: np.array([row[name] for row in rows]) for name in rows[0]}
@@ -128,6 +143,13 @@ class GrpcClient:
         self.channel.close()
 
 
+def client_for(protocol, server=None, model_name="mtha"):
+    """A client of `protocol` ("grpc" or "rest") for `server` (host:port), by default TF Serving's port for that
+    protocol on this machine: 8500 for gRPC, 8501 for REST."""
+    kind = GrpcClient if protocol == "grpc" else RestClient
+    return kind(model_name=model_name) if server is None else kind(server, model_name)
+
+
 def summary(outputs):
     """JSON-ready: joints and their scores in full, maps as their shapes (they can be large)."""
     keep = ("joints2d", "joints2d_score", "joints3d", "image_size")
@@ -144,11 +166,11 @@ def main(argv):
     from absl import flags
 
     values = flags.FLAGS
-    kind = GrpcClient if values.protocol == "grpc" else RestClient
     try:
         images = [read_image_file(path) for path in values.image]
         box = parse_box(values.box)  # one box for every image
-        outputs = kind(values.server, values.model_name).predict(images, box=box and [box] * len(images))
+        client = client_for(values.protocol, values.server, values.model_name)
+        outputs = client.predict(images, box=box and [box] * len(images))
     except (OSError, ServingError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -159,7 +181,9 @@ def main(argv):
 if __name__ == "__main__":
     from absl import app, flags
 
-    flags.DEFINE_string("server", "localhost:8500", "host:port (TF Serving: 8500 gRPC, 8501 REST).")
+    flags.DEFINE_string(
+        "server", None, "host:port; by default localhost with TF Serving's port for --protocol (8500 gRPC, 8501 REST)."
+    )
     flags.DEFINE_enum("protocol", "grpc", ["grpc", "rest"], "Which TF Serving API to call.")
     flags.DEFINE_multi_string("image", None, "JPEG or PNG file(s).", required=True)
     flags.DEFINE_string("box", None, "x0,y0,x1,y1 person box in pixels (default: the whole image).")

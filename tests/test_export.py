@@ -1,5 +1,6 @@
 """The SavedModel for TF Serving: round trip in a fresh process, layout, bad input, clients, warmup, predict CLI."""
 
+import http.server
 import json
 import os
 import shutil
@@ -7,6 +8,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.request
 
@@ -18,7 +20,7 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2
 
-from export.client import GrpcClient, RestClient, ServingError, summary
+from export.client import GrpcClient, RestClient, ServingError, client_for, summary
 from export.fold_batch_norm import foldable_pairs
 from export.local_server import SavedModelRunner, start_grpc, start_rest
 from export.saved_model import WARMUP_FILE, export_model, resolve_version
@@ -355,3 +357,29 @@ def test_the_client_names_what_it_could_not_do(tmp_path):
     not_an_export = subprocess.run([*predict, f"--image={image}"], capture_output=True, text=True)
     assert not_an_export.returncode == 1 and f"error: {tmp_path}: no SavedModel" in not_an_export.stderr
     assert not (tmp_path / "p.png").exists()
+
+
+class _ProxyErrorPage(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):  # noqa: N802 (http.server's name)
+        self.send_response(502)
+        self.end_headers()
+        self.wfile.write(b"<html><body>Bad gateway: the upstream server is not answering</body></html>" * 20)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_an_error_page_in_front_of_the_server_is_named_not_a_json_traceback():
+    server = http.server.HTTPServer(("127.0.0.1", 0), _ProxyErrorPage)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = RestClient(f"127.0.0.1:{server.server_address[1]}")
+        with pytest.raises(ServingError, match=r"^HTTP 502: <html><body>Bad gateway: the upstream .* \.\.\.$"):
+            client.predict([_png(8, 8)])
+    finally:
+        server.shutdown()
+
+
+def test_the_client_calls_tf_servings_port_for_its_protocol_by_default():
+    assert client_for("rest").url == "http://localhost:8501/v1/models/mtha:predict"  # not gRPC's 8500
+    assert client_for("rest", "serving:9000", "people").url == "http://serving:9000/v1/models/people:predict"
