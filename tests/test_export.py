@@ -378,6 +378,7 @@ def test_an_error_page_in_front_of_the_server_is_named_not_a_json_traceback():
             client.predict([_png(8, 8)])
     finally:
         server.shutdown()
+        server.server_close()
 
 
 def test_the_client_calls_tf_servings_port_for_its_protocol_by_default():
