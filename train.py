@@ -1,6 +1,6 @@
 r"""Trains the multi-task Stacked Hourglass.
 
-    python train.py --preset=small                       # the README's main job: ~15 min on a 2-core CPU
+    python train.py --preset=small                       # the README's main job: 9-18 min on a 2-core CPU
     python train.py --data_dir=/data/surreal_tfrecords   # the paper's setup on SURREAL
     python train.py --tasks=pose2d,depth --workdir=runs/p2d_depth
 

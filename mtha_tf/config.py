@@ -138,7 +138,7 @@ def config_problems(config):
 
 PRESETS = {
     "paper": Config(),
-    # The README's main job: about 15 minutes on a 2-core CPU, data generation and export included.
+    # The README's main job: 9-18 minutes on a 2-core CPU (AVX-512 to AVX2), data generation and export included.
     "small": Config(
         num_stacks=2,
         features=64,
