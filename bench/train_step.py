@@ -124,9 +124,9 @@ def print_row(network, what, tf_result, torch_result, key, passes, peak, ratios=
     # rate against the GEMM's), the target is out of reach of any graph of these FLOPs on this machine.
     needed = 100 * TARGET_RATIO * passes * flops * peer / peak if peak else nan
     memory = (tf_result or {}).get("peak_rss_gib", nan)
-    # Device memory exists on a GPU only: a CPU run prints "-" rather than "nan/nan".
-    device = [(r or {}).get("peak_device_gib") for r in (tf_result, torch_result)]
-    device_memory = "/".join("-" if g is None else f"{g:.1f}" for g in device) if device != [None, None] else "-"
+    # Device memory exists on a GPU only: a CPU run prints "-/-" rather than "nan/nan".
+    device = ((r or {}).get("peak_device_gib") for r in (tf_result, torch_result))
+    device_memory = "/".join("-" if gib is None else f"{gib:.1f}" for gib in device)
     print(f"{network:8} {what:26} {rate:9.2f} {peer:9.2f} {ratio:6.2f} {memory:10.2f} {device_memory:>13} "
           f"{utilisation:6.1f} {needed:8.1f}{spread}")  # fmt: skip
 
